@@ -1,0 +1,128 @@
+"""The cloudnn exception tree.
+
+Every error cloudnn raises derives from :class:`CloudnnError`. Vendor SDK
+exceptions are mapped at the provider boundary with ``raise ... from exc``,
+so callers only ever catch these::
+
+    CloudnnError                    .hint: "To fix: ..." text; .exit_code
+    ├── SpecError                   malformed spec; .field names the path (exit 2)
+    ├── UnsupportedFeatureError     a provider cannot do what the spec asks (exit 2)
+    ├── ProviderNotInstalledError   names the pip extra to install (exit 2)
+    ├── NotFoundError               unknown run, endpoint or template (exit 2)
+    ├── AuthenticationError         missing or rejected credentials (exit 2)
+    ├── QuotaExceededError          account quota for the instance type (exit 1)
+    ├── CapacityError               no capacity for the instance type now (exit 1)
+    ├── ThrottledError              the API throttled us past the retry budget (exit 1)
+    ├── JobFailedError              the training job ended FAILED (exit 1)
+    ├── EndpointError               an endpoint failed, refused or is unreachable (exit 1)
+    └── CloudnnTimeoutError         waited longer than asked (exit 1)
+
+Exit code 2 means "your input needs to change"; 1 means "the provider or the
+job failed".
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CapacityError",
+    "CloudnnError",
+    "CloudnnTimeoutError",
+    "EndpointError",
+    "JobFailedError",
+    "NotFoundError",
+    "ProviderNotInstalledError",
+    "QuotaExceededError",
+    "SpecError",
+    "ThrottledError",
+    "UnsupportedFeatureError",
+]
+
+
+class CloudnnError(Exception):
+    """Root of every cloudnn error: a one-line message plus a fix hint."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(CloudnnError):
+    """The spec is malformed; ``field`` is its dotted path (``train.epochs``)."""
+
+    exit_code = 2
+
+    def __init__(
+        self, field: str, reason: str, *, hint: str | None = None, source: str = ""
+    ) -> None:
+        self.field = field or "<spec>"
+        self.reason = reason
+        self.source = source
+        super().__init__(f"{self.field}: {reason}", hint=hint)
+
+
+class UnsupportedFeatureError(CloudnnError):
+    """The chosen provider cannot do something the spec asks for.
+
+    ``rows`` holds ``(feature, reason)`` pairs for a readable table.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        provider: str,
+        rows: list[tuple[str, str]],
+        *,
+        hint: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.rows = rows
+        features = ", ".join(f for f, _ in rows)
+        first_reason = rows[0][1] if rows else ""
+        super().__init__(
+            f"provider {provider!r} does not support: {features} ({first_reason})",
+            hint=hint or "change the spec or pick another --provider",
+        )
+
+
+class ProviderNotInstalledError(CloudnnError):
+    exit_code = 2
+
+
+class NotFoundError(CloudnnError):
+    exit_code = 2
+
+
+class AuthenticationError(CloudnnError):
+    exit_code = 2
+
+
+class QuotaExceededError(CloudnnError):
+    pass
+
+
+class CapacityError(CloudnnError):
+    pass
+
+
+class ThrottledError(CloudnnError):
+    pass
+
+
+class JobFailedError(CloudnnError):
+    pass
+
+
+class EndpointError(CloudnnError):
+    pass
+
+
+class CloudnnTimeoutError(CloudnnError):
+    pass

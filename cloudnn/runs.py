@@ -1,0 +1,265 @@
+"""The run registry: every run, job and endpoint, in SQLite under ``CLOUDNN_HOME``.
+
+Records are written before and after each side effect, so a crashed CLI can be
+re-run and find (resume or adopt) what it had started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudnn.errors import NotFoundError
+
+__all__ = ["EndpointRecord", "RunRecord", "RunRegistry", "cloudnn_home"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    spec_hash   TEXT NOT NULL,
+    spec_json   TEXT NOT NULL,
+    spec_path   TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL,
+    job_id      TEXT NOT NULL DEFAULT '',
+    run_dir     TEXT NOT NULL DEFAULT '',
+    message     TEXT NOT NULL DEFAULT '',
+    metrics     TEXT NOT NULL DEFAULT '{}',
+    extra       TEXT NOT NULL DEFAULT '{}',
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name        TEXT PRIMARY KEY,
+    provider    TEXT NOT NULL,
+    run_id      TEXT NOT NULL DEFAULT '',
+    url         TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL,
+    extra       TEXT NOT NULL DEFAULT '{}',
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+"""
+
+
+def cloudnn_home() -> Path:
+    """``$CLOUDNN_HOME`` or ``~/.cloudnn``."""
+    return Path(os.environ.get("CLOUDNN_HOME") or Path.home() / ".cloudnn")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    name: str
+    provider: str
+    spec_hash: str
+    spec_json: str
+    spec_path: str
+    state: str
+    job_id: str
+    run_dir: str
+    message: str
+    metrics: dict[str, Any]
+    extra: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return json.loads(self.spec_json)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    name: str
+    provider: str
+    run_id: str
+    url: str
+    state: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+_JSON_COLUMNS = ("metrics", "extra")
+
+
+class RunRegistry:
+    """SQLite-backed registry; safe for several CLI processes at once."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home) if home is not None else cloudnn_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / "registry.db"
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # -- runs ------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        name: str,
+        provider: str,
+        spec_hash: str,
+        spec_json: str,
+        spec_path: str = "",
+        run_dir: str = "",
+        state: str = "PLANNED",
+    ) -> RunRecord:
+        now = time.time()
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs (run_id, name, provider, spec_hash, "
+                "spec_json, spec_path, state, run_dir, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    name,
+                    provider,
+                    spec_hash,
+                    spec_json,
+                    spec_path,
+                    state,
+                    run_dir,
+                    now,
+                    now,
+                ),
+            )
+        return self.get_run(run_id)
+
+    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+        if fields:
+            cols = []
+            values: list[Any] = []
+            for key, value in fields.items():
+                cols.append(f"{key} = ?")
+                values.append(json.dumps(value) if key in _JSON_COLUMNS else value)
+            cols.append("updated_at = ?")
+            values.append(time.time())
+            with self._connect() as db:
+                db.execute(
+                    f"UPDATE runs SET {', '.join(cols)} WHERE run_id = ?",
+                    (*values, run_id),
+                )
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Find a run by id, unique id prefix, or ``latest``."""
+        with self._connect() as db:
+            if run_id == "latest":
+                rows = db.execute(
+                    "SELECT * FROM runs ORDER BY created_at DESC LIMIT 1"
+                ).fetchall()
+            else:
+                rows = (
+                    db.execute(
+                        "SELECT * FROM runs WHERE run_id = ?", (run_id,)
+                    ).fetchall()
+                    or db.execute(
+                        "SELECT * FROM runs WHERE run_id LIKE ? ORDER BY created_at DESC",
+                        (run_id.replace("%", "") + "%",),
+                    ).fetchall()
+                )
+        if not rows:
+            raise NotFoundError(
+                f"no run {run_id!r} in {self.path}",
+                hint="list runs with `cloudnn runs list` (or set CLOUDNN_HOME)",
+            )
+        if len(rows) > 1:
+            ids = ", ".join(r["run_id"] for r in rows[:5])
+            raise NotFoundError(
+                f"run id prefix {run_id!r} is ambiguous: {ids}",
+                hint="give more characters of the run id",
+            )
+        return _run(rows[0])
+
+    def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_run(r) for r in rows]
+
+    # -- endpoints ---------------------------------------------------------
+
+    def upsert_endpoint(
+        self,
+        *,
+        name: str,
+        provider: str,
+        state: str,
+        run_id: str = "",
+        url: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> EndpointRecord:
+        now = time.time()
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO endpoints (name, provider, run_id, url, state, extra, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET provider=excluded.provider, "
+                "run_id=excluded.run_id, url=excluded.url, state=excluded.state, "
+                "extra=excluded.extra, updated_at=excluded.updated_at",
+                (name, provider, run_id, url, state, json.dumps(extra or {}), now, now),
+            )
+        return self.get_endpoint(name)
+
+    def get_endpoint(self, name: str) -> EndpointRecord:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT * FROM endpoints WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"no endpoint {name!r}",
+                hint="list endpoints with `cloudnn endpoints list`",
+            )
+        return _endpoint(row)
+
+    def list_endpoints(self) -> list[EndpointRecord]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM endpoints ORDER BY created_at DESC"
+            ).fetchall()
+        return [_endpoint(r) for r in rows]
+
+    def remove_endpoint(self, name: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    data = dict(row)
+    for key in _JSON_COLUMNS:
+        data[key] = json.loads(data[key] or "{}")
+    return RunRecord(**data)
+
+
+def _endpoint(row: sqlite3.Row) -> EndpointRecord:
+    data = dict(row)
+    data["extra"] = json.loads(data["extra"] or "{}")
+    return EndpointRecord(**data)
