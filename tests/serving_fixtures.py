@@ -78,7 +78,6 @@ def train_model_dir(base: Path, spec_dict: dict[str, Any]) -> Path:
     """Train ``spec_dict`` in-process into ``base``; returns ``base/model``."""
     from cloudnn.runtime.context import context, local_job_env
     from cloudnn.runtime.trainer import train
-
     from cloudnn.spec import spec_from_dict
 
     spec = spec_from_dict(spec_dict)

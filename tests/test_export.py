@@ -59,7 +59,9 @@ def test_onnx_export_matches_torch(tmp_path: Path, model_dir: Path) -> None:
         assert np.abs(out - reference[:n]).max() < 1e-5
 
 
-def test_onnx_default_path_and_random_sample(tmp_path: Path, mlp_model_dir: Path) -> None:
+def test_onnx_default_path_and_random_sample(
+    tmp_path: Path, mlp_model_dir: Path
+) -> None:
     import shutil
 
     model_dir = shutil.copytree(mlp_model_dir, tmp_path / "model")
@@ -88,7 +90,7 @@ def test_export_errors(
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     with pytest.raises(MissingDependencyError) as info:
         export_model(mlp_model_dir, "onnx", tmp_path / "x.onnx")
-    assert 'cloudnn[onnx]' in (info.value.hint or "")
+    assert "cloudnn[onnx]" in (info.value.hint or "")
     assert info.value.exit_code == 2
 
 

@@ -255,7 +255,8 @@ def _malformed_requests(rng: random.Random, limit: int) -> Iterator[dict[str, An
     def js(text: str | bytes) -> dict[str, Any]:
         return {"content": text, "headers": json_type}
 
-    huge = b'{"instances": [' + b"[" + b"1," * 63 + b"1]," * (limit // 120) + b"]}"
+    one_row = b"[" + b"1," * 63 + b"1],"
+    huge = b'{"instances": [' + one_row * (limit // len(one_row) + 10) + b"[0]]}"
     assert len(huge) > limit
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the server caps the read

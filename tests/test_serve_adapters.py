@@ -190,9 +190,7 @@ def test_vertex_predict_route(
 
 def test_vertex_errors_and_info(vertex_server: dict[str, Any]) -> None:
     url = vertex_server["base"] + vertex_server["env"]["AIP_PREDICT_ROUTE"]
-    r = httpx.post(
-        url, content=b"{oops", headers={"content-type": "application/json"}
-    )
+    r = httpx.post(url, content=b"{oops", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["status"] == 400
     r = httpx.post(url, json={"instances": [[1, 2, 3]]})
     assert r.status_code == 422 and "error" in r.json()

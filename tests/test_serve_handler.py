@@ -183,14 +183,18 @@ _FAILURES: list[tuple[str, Any, str, int]] = [
     ("unsupported type", "<x/>", "application/xml", 415),
     ("wrong width", json.dumps([[1.0] * 63]), "application/json", 422),
     ("ragged", json.dumps([_ROW, [1.0] * 10]), "application/json", 422),
-    ("flat single row", json.dumps(_ROW), "application/json", 422),
     ("strings", json.dumps([["a"] * 64]), "application/json", 422),
     ("null feature", json.dumps([[None] * 64]), "application/json", 422),
     ("null instance", json.dumps([None]), "application/json", 422),
     ("booleans", json.dumps([[True] * 64]), "application/json", 422),
     ("nested dict", json.dumps([{"p0": {"x": 1}}]), "application/json", 422),
     ("NaN", "[[" + ",".join(["NaN"] * 64) + "]]", "application/json", 422),
-    ("Infinity", "[[" + ",".join(["1"] * 63 + ["Infinity"]) + "]]", "application/json", 422),
+    (
+        "Infinity",
+        "[[" + ",".join(["1"] * 63 + ["Infinity"]) + "]]",
+        "application/json",
+        422,
+    ),
     ("1e999", "[[" + ",".join(["1"] * 63 + ["1e999"]) + "]]", "application/json", 422),
     ("beyond float32", json.dumps([[1e39] * 64]), "application/json", 422),
     ("huge int", json.dumps([[10**40] * 64]), "application/json", 422),
@@ -214,6 +218,14 @@ def test_bad_requests_get_input_error(
     assert info.value.status == status
     assert "\n" not in str(info.value)
     assert json.loads(json.dumps(info.value.to_dict()))["status"] == status
+
+
+def test_one_flat_row_is_one_instance(mlp: Handler) -> None:
+    row = sf.digits_test_split()[0][0]
+    assert mlp.handle({"instances": row}) == {"predictions": mlp.predict([row])}
+    with pytest.raises(InputError) as info:
+        mlp.predict(row[:10])
+    assert info.value.status == 422
 
 
 def test_max_instances(mlp_model_dir: Path) -> None:
@@ -263,7 +275,9 @@ def _random_body(rng: random.Random) -> tuple[Any, str]:
     if shape == 0:
         return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))), ctype
     if shape == 1:
-        row = [rng.choice(["1", "2.5", "", "x", "nan", '"', "1e400"]) for _ in range(64)]
+        row = [
+            rng.choice(["1", "2.5", "", "x", "nan", '"', "1e400"]) for _ in range(64)
+        ]
         return ",".join(row[: rng.choice([1, 63, 64, 65])]), ctype
     value = _random_value(rng)
     if shape == 2:

@@ -58,7 +58,6 @@ def load_model_dir(
         model = torch.jit.load(str(root / "model.ts"), map_location=device)
     else:
         from cloudnn.runtime.models import build_model
-
         from cloudnn.spec import Spec
 
         spec = Spec.model_validate_json((root / "spec.json").read_text())

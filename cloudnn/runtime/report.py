@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from cloudnn.runtime.context import RuntimeContext
 from torch import nn
+
+from cloudnn.runtime.context import RuntimeContext
 
 if TYPE_CHECKING:
     from cloudnn.runtime.data import Dataset, Preprocessor
-
     from cloudnn.spec import Spec
 
 __all__ = ["MODEL_META", "evaluate_dataset", "finish_run", "save_model_dir"]
@@ -97,7 +97,6 @@ def evaluate_dataset(
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``ds`` (already preprocessed), in eval mode."""
     from cloudnn.runtime.evaluate import classification_metrics, regression_metrics
-
     from cloudnn.runtime.trainer import predict_batches
 
     if len(ds) == 0:
@@ -139,7 +138,6 @@ def finish_run(
 ) -> dict[str, Any]:
     """Save the model, evaluate every split, diagnose the fit, write the report."""
     from cloudnn.runtime.evaluate import fit_diagnosis, format_report, group_metrics
-
     from cloudnn.runtime.trainer import emit
 
     model = model.cpu().eval()

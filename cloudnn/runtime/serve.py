@@ -277,8 +277,9 @@ class Handler:
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             raise InputError(str(exc) or type(exc).__name__) from None
         x = np.asarray(x)
-        expected = (len(instances), *self.input_shape)
-        if tuple(x.shape) != expected:
+        # one flat feature row is one instance (the preprocessor allows it)
+        rows = 1 if all(_is_scalar(v) for v in instances) else len(instances)
+        if tuple(x.shape) != (rows, *self.input_shape):
             raise InputError(
                 f"instances have shape {tuple(x.shape)[1:]}, the model expects "
                 f"{self.input_shape}"
@@ -332,10 +333,10 @@ class Handler:
                 }
                 for label, row in zip(labels, proba, strict=True)
             ]
-        values = self._inverse_target(out)
-        if values.shape[1] == 1:
-            return [{"value": float(v)} for v in values[:, 0].tolist()]
-        return [{"value": [float(v) for v in row]} for row in values.tolist()]
+        # regression targets are trained unscaled: outputs are the values
+        if out.shape[1] == 1:
+            return [{"value": float(v)} for v in out[:, 0].tolist()]
+        return [{"value": [float(v) for v in row]} for row in out.tolist()]
 
     def predict(self, instances: Any) -> list[dict[str, Any]]:
         """Instances (as parsed from a request) -> predictions."""
@@ -348,15 +349,6 @@ class Handler:
         return {"predictions": self.predict(self.parse_request(body, content_type))}
 
     # ------------------------------------------------------------ helpers
-
-    def _inverse_target(self, out: np.ndarray) -> np.ndarray:
-        # the preprocessor may have scaled regression targets for training
-        for name in ("inverse_target", "decode_target", "inverse_transform_target"):
-            fn = getattr(self.pre, name, None)
-            if callable(fn):
-                values = np.asarray(fn(out), dtype=np.float64)
-                return values[:, None] if values.ndim == 1 else values
-        return out
 
     def _parse_csv(self, text: str) -> list[Any]:
         if "\x00" in text:
@@ -429,9 +421,7 @@ def _check_instance(instance: Any, *, text: bool) -> str:
         if isinstance(instance, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in instance.items()
         ):
-            return ""
-        if isinstance(instance, list) and all(isinstance(v, str) for v in instance):
-            return ""
+            return ""  # {"<text column>": "..."}
         return f"expected a text string, got {_type_name(instance)}"
     if isinstance(instance, dict):
         stack: list[tuple[Any, int]] = [(v, 1) for v in instance.values()]
@@ -467,6 +457,10 @@ def _scalar_problem(value: Any) -> str:
         # categorical values, or numbers sent as text: the preprocessor decides
         return ""
     return f"expected a number, got {_type_name(value)}"
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str) and not isinstance(value, bool)
 
 
 def _type_name(value: Any) -> str:

@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from cloudnn.runtime.context import RuntimeContext
 from torch import nn
 
 from cloudnn.runtime import checkpoint as ckpt
+from cloudnn.runtime.context import RuntimeContext
 
 if TYPE_CHECKING:
     from cloudnn.runtime.data import Dataset
-
     from cloudnn.spec import Spec
 
 __all__ = ["TrainResult", "emit", "train"]
