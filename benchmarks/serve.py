@@ -326,6 +326,7 @@ def main() -> None:
                 p["label"] for p in b["predictions"]
             ]
             print(
+                f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
                 f"servers: uvicorn http={opts['http']} loop={opts['loop']}, access log off; "
                 f"client={args.client}; same labels: {same}"
             )

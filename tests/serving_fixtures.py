@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,10 @@ def train_model_dir(base: Path, spec_dict: dict[str, Any]) -> Path:
 
 def run_metrics(model_dir: Path) -> dict[str, Any]:
     """``metrics.json`` of the run that wrote ``model_dir``."""
-    return json.loads((model_dir.parent / "output" / "metrics.json").read_text())  # type: ignore[no-any-return]
+    metrics: dict[str, Any] = json.loads(
+        (model_dir.parent / "output" / "metrics.json").read_text()
+    )
+    return metrics
 
 
 def digits_spec_dict(
@@ -134,3 +138,64 @@ def cnn_model_dir(
     }
     spec = digits_spec_dict(*digits_split_csvs, model, epochs=3)
     return train_model_dir(tmp_path_factory.mktemp("cnn-run"), spec)
+
+
+@pytest.fixture(scope="session")
+def regression_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, digits_split_csvs: tuple[Path, Path]
+) -> Path:
+    """The digit's value regressed from its pixels (MLP, 2 epochs)."""
+    spec = digits_spec_dict(
+        *digits_split_csvs, {"type": "mlp", "hidden_sizes": [16]}, epochs=2
+    )
+    spec.update(name="digits-regression", task="regression")
+    return train_model_dir(tmp_path_factory.mktemp("regression-run"), spec)
+
+
+_WORDS = {
+    "pos": ["good", "great", "fine", "happy", "love", "nice"],
+    "neg": ["bad", "awful", "sad", "hate", "poor", "ugly"],
+}
+_FILLER = ["the", "a", "movie", "was", "really", "very", "plot", "and"]
+
+
+def sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    """Generated reviews: (text, "pos" | "neg")."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        label = rng.choice(["neg", "pos"])
+        words = rng.choices(_FILLER, k=rng.randrange(2, 9))
+        words += rng.choices(_WORDS[label], k=rng.randrange(1, 3))
+        rng.shuffle(words)
+        out.append((" ".join(words), label))
+    return out
+
+
+@pytest.fixture(scope="session")
+def text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny transformer over generated reviews (text column, labels pos/neg)."""
+    base = tmp_path_factory.mktemp("text-run")
+    path = base / "reviews.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(sentences(240, seed=0))
+    spec = {
+        "name": "reviews",
+        "task": "classification",
+        "model": {
+            "type": "transformer",
+            "d_model": 16,
+            "nhead": 2,
+            "num_layers": 1,
+            "dim_feedforward": 32,
+        },
+        "data": {
+            "train": str(path),
+            "target": "label",
+            "text": {"column": "text", "max_length": 12},
+        },
+        "train": {"epochs": 1, "batch_size": 32, "seed": 0},
+    }
+    return train_model_dir(base, spec)

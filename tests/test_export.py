@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import random
 import sys
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from cloudnn.runtime.serve import Handler
 digits_split_csvs = sf.digits_split_csvs
 mlp_model_dir = sf.mlp_model_dir
 cnn_model_dir = sf.cnn_model_dir
+text_model_dir = sf.text_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -96,56 +95,10 @@ def test_export_errors(
 
 # -------------------------------------------------------------- text model
 
-_WORDS = {
-    0: ["good", "great", "fine", "happy", "love", "nice"],
-    1: ["bad", "awful", "sad", "hate", "poor", "ugly"],
-}
-_FILLER = ["the", "a", "movie", "was", "really", "very", "plot", "and"]
-
-
-def _sentences(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        label = rng.randrange(2)
-        words = rng.choices(_FILLER, k=rng.randrange(2, 9))
-        words += rng.choices(_WORDS[label], k=rng.randrange(1, 3))
-        rng.shuffle(words)
-        out.append((" ".join(words), label))
-    return out
-
-
-@pytest.fixture(scope="module")
-def text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("text-run")
-    path = base / "reviews.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows(_sentences(240, seed=0))
-    spec = {
-        "name": "reviews",
-        "task": "classification",
-        "model": {
-            "type": "transformer",
-            "d_model": 16,
-            "nhead": 2,
-            "num_layers": 1,
-            "dim_feedforward": 32,
-        },
-        "data": {
-            "train": str(path),
-            "target": "label",
-            "text": {"column": "text", "max_length": 12},
-        },
-        "train": {"epochs": 2, "batch_size": 32, "seed": 0},
-    }
-    return sf.train_model_dir(base, spec)
-
 
 def test_text_transformer_onnx(tmp_path: Path, text_model_dir: Path) -> None:
     handler = Handler.from_model_dir(text_model_dir)
-    texts = [t for t, _ in _sentences(40, seed=1)] + ["", "never seen words xyz"]
+    texts = [t for t, _ in sf.sentences(40, seed=1)] + ["", "never seen words xyz"]
     x = handler.preprocess(texts)
     assert x.dtype == np.int64
     result = export_model(text_model_dir, "onnx", tmp_path / "t.onnx", sample=x)

@@ -151,7 +151,9 @@ def served(
 
 
 @pytest.fixture(scope="module")
-def plain_server(mlp_model_dir: Path) -> Iterator[str]:
+def plain_server(
+    mlp_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`python -m cloudnn.local.server` started directly: batching off, no token."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,7 +161,7 @@ def plain_server(mlp_model_dir: Path) -> Iterator[str]:
     proc = subprocess.Popen(
         [PYTHON, "-m", "cloudnn.local.server", "--model-dir", str(mlp_model_dir)]
         + ["--port", str(port), "--log-level", "warning"],
-        env=cli_env(Path(os.environ["CLOUDNN_HOME"])),
+        env=cli_env(tmp_path_factory.mktemp("plain-home")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -215,7 +217,8 @@ def test_deploy_predicts_test_split_exactly(served, handler: Handler, mlp_model_
     assert labels(r.json()["predictions"]) == labels(in_process[:3])
     info = ep.info()
     assert info["model"]["task"] == "classification"
-    assert info["batching"] == {"max_batch_size": 32, "max_wait_ms": 2.0}
+    assert info["batching"]["max_batch_size"] == 32
+    assert info["batching"]["max_wait_ms"] == 2.0
 
 
 def test_token_auth(served) -> None:
@@ -278,7 +281,7 @@ def _malformed_requests(rng: random.Random, limit: int) -> Iterator[dict[str, An
             json.dumps({"instances": [[1.5] * rng.choice([1, 10, 63, 65, 200])]})
         ),
         lambda: js(json.dumps([row, [1] * rng.randrange(1, 64)])),
-        lambda: js(json.dumps(row)),  # a flat row: 64 scalar instances
+        lambda: js(json.dumps([row, row[:-1]])),
         lambda: js(json.dumps([[[[[[1]]]]]])),
         lambda: js(json.dumps({"instances": "abc"})),
         lambda: js(json.dumps({"instances": rng.randrange(100)})),
@@ -354,7 +357,7 @@ def test_batching_matches_unbatched_under_concurrency(
 ) -> None:
     ep, _ = served
     rows, _ = sf.digits_test_split()
-    # 32 concurrent requests of 1-5 rows each, twice over
+    # 64 requests of 1-5 rows each, 32 at a time
     sizes = [1 + i % 5 for i in range(64)]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     bodies = [
@@ -374,7 +377,12 @@ def test_batching_matches_unbatched_under_concurrency(
 
             return await asyncio.gather(*(one(b) for b in bodies))
 
+    before = ep.info()["batching"]
     batched = asyncio.run(fire(ep.url, {"Authorization": f"Bearer {ep.token}"}))
+    after = ep.info()["batching"]
+    # the 64 requests did share forward passes
+    assert after["requests"] - before["requests"] == len(bodies)
+    assert after["batches"] - before["batches"] < len(bodies)
     unbatched = asyncio.run(fire(plain_server, {}))
     assert [labels(p) for p in batched] == [labels(p) for p in unbatched]
     # probabilities agree to float32 rounding: BLAS kernels differ with the
@@ -386,8 +394,6 @@ def test_batching_matches_unbatched_under_concurrency(
                 assert math.isclose(
                     g["probabilities"][k], v, rel_tol=1e-5, abs_tol=1e-6
                 )
-    info = ep.info()
-    assert info["errors"] == 0 or info["requests"] > info["errors"]
 
 
 def test_cli_deploy_list_predict_delete_from_new_processes(
@@ -493,3 +499,19 @@ def test_deploy_by_spec_needs_a_trained_run(
     assert plan.details["run_id"] == run_id
     command = plan.requests[0]["command"]
     assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert "--token-file" in command
+    # by spec: its newest SUCCEEDED run; deleting while it starts leaves nothing
+    ep = client.deploy(spec, wait=False)
+    pid = ep.record.extra["pid"]
+    try:
+        assert (ep.name, ep.run_id, ep.state) == (
+            plan.endpoint_name,
+            run_id,
+            "Creating",
+        )
+        ep.delete()
+        assert not pid_alive(pid)
+        assert client.endpoints() == []
+        assert not (cloudnn_home / "endpoints" / ep.name).exists()
+    finally:
+        kill_group(pid)

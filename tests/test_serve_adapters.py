@@ -210,3 +210,11 @@ def test_vertex_model_location(cnn_model_dir: Path) -> None:
     )
     with pytest.raises(FileNotFoundError):
         vertex.model_location({"AIP_STORAGE_URI": str(cnn_model_dir / "output")})
+
+
+def test_vertex_gcs_uri_without_fuse_or_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    vertex = load_template("vertex/server.py")
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)
+    monkeypatch.setitem(sys.modules, "google.cloud", None)
+    with pytest.raises(RuntimeError, match="google-cloud-storage"):
+        vertex.model_location({"AIP_STORAGE_URI": "gs://no-such-bucket-xyz/model"})

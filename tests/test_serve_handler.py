@@ -6,6 +6,8 @@ import json
 import math
 import random
 import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from cloudnn.runtime.serve import Handler, InputError
 digits_split_csvs = sf.digits_split_csvs
 mlp_model_dir = sf.mlp_model_dir
 cnn_model_dir = sf.cnn_model_dir
+regression_model_dir = sf.regression_model_dir
+text_model_dir = sf.text_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -115,6 +119,38 @@ def test_onnx_runtime_same_labels(
             p["label"] for p in torch_handler.predict(rows)
         ]
         assert onnx_handler.info()["runtime"] == "onnx"
+
+
+def test_regression_values(regression_model_dir: Path) -> None:
+    handler = Handler.from_model_dir(regression_model_dir)
+    rows, _ = sf.digits_test_split()
+    loaded = load_model_dir(regression_model_dir)
+    with torch.no_grad():
+        expected = loaded.model(torch.from_numpy(loaded.pre.transform(rows[:9])))
+    preds = handler.predict(rows[:9])
+    assert preds == [{"value": float(v)} for v in expected[:, 0].tolist()]
+    assert handler.info()["classes"] is None
+    json.dumps(preds, allow_nan=False)
+    # several targets: one list per instance
+    two = handler.decode_outputs(np.array([[1.5, -2.0], [0.0, 3.0]], np.float32))
+    assert two == [{"value": [1.5, -2.0]}, {"value": [0.0, 3.0]}]
+
+
+def test_text_model_requests(text_model_dir: Path) -> None:
+    handler = Handler.from_model_dir(text_model_dir)
+    texts = ["the movie was great", "awful, really bad plot", "", "zzz unknown"]
+    preds = handler.predict(texts)
+    assert all(p["label"] in ("neg", "pos") for p in preds)
+    assert set(preds[0]["probabilities"]) == {"neg", "pos"}
+    # text/csv: one document per line, commas included
+    parsed = handler.parse_request("\n".join(texts[:2]) + "\n", "text/csv")
+    assert parsed == texts[:2]
+    assert handler.predict([{"text": t} for t in texts]) == preds
+    for bad in ([1, 2], [None], [["a", "b"]], [{"other": "x"}], [{"text": 3}]):
+        with pytest.raises(InputError) as info:
+            handler.predict(bad)
+        assert info.value.status == 422
+    assert handler.info()["input_kind"] == "text"
 
 
 # ------------------------------------------------------- parse_request
@@ -309,3 +345,64 @@ def test_random_malformed_input_only_raises_input_error(
             json.dumps(result, allow_nan=False)
             outcomes["ok"] += 1
     assert outcomes["error"] > 150
+
+
+def test_non_finite_outputs_are_rejected_not_serialised(
+    mlp: Handler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = sf.digits_test_split()[0][:3]
+    assert len(mlp.predict([[1e36] * 64])) == 1  # huge yet finite: served
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning either
+        with pytest.raises(InputError, match="out-of-range"):
+            mlp.predict([[1e37] * 64])  # finite, but not once standardised
+
+    def overflowing(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), 10), np.float32)
+        out[1, 3] = np.inf
+        return out
+
+    monkeypatch.setattr(mlp, "predict_arrays", overflowing)
+    with pytest.raises(InputError, match="instance 1: the model's output") as info:
+        mlp.predict(rows)
+    assert info.value.status == 422
+    decoded = mlp.decode_outputs(np.array([[np.inf] + [0.0] * 9]))
+    json.dumps(decoded, allow_nan=False)
+
+
+def test_onnx_export_falls_back_to_a_cache_when_read_only(
+    tmp_path: Path, mlp_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudnn.runtime.export as export
+
+    model_dir = shutil.copytree(mlp_model_dir, tmp_path / "ro-model")
+    real = export.export_model
+    targets: list[Any] = []
+
+    def read_only_dir(root: Path, fmt: str, output: Path | None = None) -> Any:
+        targets.append(output)
+        if output is None:  # writing into the model folder: refused (Azure mount)
+            raise PermissionError(13, "Read-only file system")
+        return real(root, fmt, output)
+
+    monkeypatch.setattr(export, "export_model", read_only_dir)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    handler = Handler.from_model_dir(model_dir, runtime="onnx")
+    assert targets[0] is None
+    assert Path(targets[1]).is_relative_to(tmp_path / "tmp" / "cloudnn-onnx")
+    assert not (model_dir / "model.onnx").exists()
+    rows, _ = sf.digits_test_split()
+    expected = Handler.from_model_dir(model_dir).predict(rows[:20])
+    assert [p["label"] for p in handler.predict(rows[:20])] == [
+        p["label"] for p in expected
+    ]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPU")
+def test_cuda_without_gpu_is_a_clear_error(mlp_model_dir: Path) -> None:
+    from cloudnn.errors import CloudnnError
+
+    with pytest.raises(CloudnnError, match="no CUDA GPU") as info:
+        Handler.from_model_dir(mlp_model_dir, device="cuda")
+    assert info.value.hint
+    assert Handler.from_model_dir(mlp_model_dir, device="auto").device == "cpu"

@@ -98,8 +98,9 @@ class _HTTPError(Exception):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+    """``Type: first line of the message`` (error bodies and log lines are one line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}"[:300] if lines else type(exc).__name__
 
 
 def _read_token(path: str) -> bytes:
@@ -150,6 +151,10 @@ class _Batcher:
         self._task: asyncio.Task[None] | None = None
         #: requests accepted but not queued yet (still reading or parsing)
         self.arriving = 0
+        # observability: requests and rows per forward pass
+        self.batches = 0
+        self.batched_requests = 0
+        self.rows = 0
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -221,6 +226,9 @@ class _Batcher:
                     rows = self._take(batch, rows)
             if not batch:
                 continue
+            self.batches += 1
+            self.batched_requests += len(batch)
+            self.rows += rows
             try:
                 outs = await loop.run_in_executor(
                     self._executor, self._run_batch, [x for x, _ in batch]
@@ -433,8 +441,14 @@ class InferenceService:
             "name": cfg.name,
             "model": self.handler.info(),
             "batching": (
-                {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms}
-                if cfg.max_batch_size
+                {
+                    "max_batch_size": cfg.max_batch_size,
+                    "max_wait_ms": cfg.max_wait_ms,
+                    "batches": self.batcher.batches,
+                    "requests": self.batcher.batched_requests,
+                    "rows": self.batcher.rows,
+                }
+                if self.batcher is not None
                 else None
             ),
             "auth": "token" if self._expected is not None else "none",
@@ -699,7 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             app: Any = create_app(config)
             uvicorn.run(app, **options)
         else:
-            _read_token(config.token_file) if config.token_file else None
+            if config.token_file:  # fail here, once, not in every worker
+                _read_token(config.token_file)
             os.environ[CONFIG_ENV] = config.to_json()
             uvicorn.run(
                 "cloudnn.local.server:app_from_env",

@@ -760,15 +760,18 @@ def _request(
     elif status in (400, 415, 422):
         hint = (
             'send {"instances": [...]} with one row per instance, shaped like the '
-            f"training features (see `GET {ref.url}/`)"
+            f"training features (see `cloudnn endpoints show {ref.name}`)"
         )
     elif status == 404:
         hint = "is another server on this port? check `cloudnn endpoints list`"
     else:
         hint = f"read the server log: {log}"
-    raise EndpointError(
+    error = EndpointError(
         f"endpoint {ref.name} answered HTTP {status}: {message}", hint=hint
     )
+    if status in (400, 401, 413, 415, 422):
+        error.exit_code = 2  # the request must change, not the endpoint
+    raise error
 
 
 def _json_default(value: Any) -> Any:

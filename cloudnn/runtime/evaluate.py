@@ -161,8 +161,14 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, Any]:
     return out
 
 
-def fit_diagnosis(history: list[dict[str, Any]], *, task: str) -> dict[str, Any]:
-    """Over/underfitting signal from the per-epoch train and validation curves."""
+def fit_diagnosis(
+    history: list[dict[str, Any]], *, task: str, restored_epoch: int | None = None
+) -> dict[str, Any]:
+    """Over/underfitting signal from the per-epoch train and validation curves.
+
+    ``restored_epoch`` is the epoch whose weights early stopping kept; the
+    gap is then judged there, since that is the model that was delivered.
+    """
     if not history:
         return {
             "status": "unknown",
@@ -170,13 +176,15 @@ def fit_diagnosis(history: list[dict[str, Any]], *, task: str) -> dict[str, Any]
             "reason": "no epochs were recorded",
             "best_epoch": None,
         }
-    val_losses = [(_f(r.get("val_loss")), r) for r in history]
-    have_val = [(v, r) for v, r in val_losses if v is not None]
+    have_val = [(v, r) for r in history if (v := _f(r.get("val_loss"))) is not None]
     last = history[-1]
     best_row = min(have_val, key=lambda t: t[0])[1] if have_val else last
     best_epoch = int(best_row.get("epoch", len(history)))
-    train_metric = _f(best_row.get("train_metric"))
-    val_metric = _f(best_row.get("val_metric"))
+    judged = last
+    if restored_epoch is not None:
+        judged = next((r for r in history if r.get("epoch") == restored_epoch), last)
+    train_metric = _f(judged.get("train_metric"))
+    val_metric = _f(judged.get("val_metric"))
     gap = (
         train_metric - val_metric
         if train_metric is not None and val_metric is not None
@@ -205,23 +213,6 @@ def fit_diagnosis(history: list[dict[str, Any]], *, task: str) -> dict[str, Any]
             "status": "underfitting",
             "reason": f"train loss barely fell ({first_loss:.4f} -> {last_loss:.4f})",
         }
-    if have_val:
-        best_val = min(v for v, _ in have_val)
-        last_val = have_val[-1][0]
-        best_train = _f(best_row.get("train_loss"))
-        if (
-            best_val > 0
-            and last_val > best_val * (1 + OVERFIT_VAL_RISE)
-            and best_train is not None
-            and last_loss is not None
-            and last_loss < best_train
-        ):
-            return {
-                **result,
-                "status": "overfitting",
-                "reason": f"validation loss rose from {best_val:.4f} (epoch {best_epoch}) "
-                f"to {last_val:.4f} while train loss kept falling",
-            }
     if gap is not None and gap > OVERFIT_GAP:
         return {
             **result,
@@ -229,10 +220,50 @@ def fit_diagnosis(history: list[dict[str, Any]], *, task: str) -> dict[str, Any]
             "reason": f"train {name} exceeds validation by {gap:.3f} "
             f"(> {OVERFIT_GAP:.2f}): more data, regularisation or early stopping",
         }
+    rising = _validation_rising(history, have_val, best_row)
+    if rising and restored_epoch is None:
+        return {**result, "status": "overfitting", "reason": rising}
     reason = "train and validation agree"
     if gap is not None:
         reason += f" (gap {gap:+.3f} in {name})"
+    if rising:
+        reason += f"; early stopping kept epoch {restored_epoch} ({rising})"
     return {**result, "status": "good_fit", "reason": reason}
+
+
+def _validation_rising(
+    history: list[dict[str, Any]],
+    have_val: list[tuple[float, dict[str, Any]]],
+    best_row: dict[str, Any],
+) -> str:
+    """Why validation loss shows overfitting, or "" if it does not.
+
+    A sustained rise only: the best epoch lies in the first 80% of training and
+    the mean of the last three validation losses is well above the best,
+    while the train loss kept falling.
+    """
+    if len(have_val) < 4:
+        return ""
+    best_val = min(v for v, _ in have_val)
+    best_epoch = int(best_row.get("epoch", 0))
+    last_epoch = int(history[-1].get("epoch", len(history)))
+    tail = [v for v, _ in have_val[-3:]]
+    tail_mean = sum(tail) / len(tail)
+    best_train = _f(best_row.get("train_loss"))
+    last_train = _f(history[-1].get("train_loss"))
+    if (
+        best_val > 0
+        and best_epoch <= 0.8 * last_epoch
+        and tail_mean > best_val * (1 + OVERFIT_VAL_RISE)
+        and best_train is not None
+        and last_train is not None
+        and last_train < best_train
+    ):
+        return (
+            f"validation loss rose from {best_val:.4f} at epoch {best_epoch} to "
+            f"{tail_mean:.4f} (last 3 epochs) while train loss kept falling"
+        )
+    return ""
 
 
 def group_metrics(

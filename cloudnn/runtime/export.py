@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -86,9 +87,13 @@ def export_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     # write beside the target, then rename: concurrent server workers may
     # export on first use at the same time and must never read half a file
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    writer = f"{os.getpid()}.{threading.get_ident()}"
+    tmp = target.with_name(f".{target.name}.{writer}.tmp")
     with torch.inference_mode():
         reference = model(torch.from_numpy(x)).float().numpy()
+    # fail here, as an OSError, on a read-only folder: the server then
+    # exports into a cache instead (exporters would wrap it as ExportError)
+    tmp.touch()
     try:
         if fmt == "torchscript":
             info = _export_torchscript(model, x, tmp)

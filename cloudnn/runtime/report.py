@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from cloudnn.runtime.data import Dataset, Preprocessor
     from cloudnn.spec import Spec
 
-__all__ = ["MODEL_META", "evaluate_dataset", "finish_run", "save_model_dir"]
+__all__ = [
+    "MODEL_META",
+    "evaluate_dataset",
+    "finish_run",
+    "headline",
+    "predictions",
+    "save_model_dir",
+]
 
 MODEL_META = "cloudnn_model.json"
 MODEL_FORMAT = 1
@@ -116,7 +123,7 @@ def evaluate_dataset(
     return _plain(regression_metrics(np.asarray(ds.y), pred_r))
 
 
-def _predictions(model: nn.Module, ds: Dataset, task: str) -> np.ndarray:
+def predictions(model: nn.Module, ds: Dataset, task: str) -> np.ndarray:
     from cloudnn.runtime.trainer import predict_batches
 
     out = predict_batches(model, torch.from_numpy(np.ascontiguousarray(ds.x)))
@@ -149,14 +156,17 @@ def finish_run(
         split: evaluate_dataset(model, pre, ds, spec.task)
         for split, ds in datasets.items()
     }
-    metrics["fit"] = _plain(fit_diagnosis(history, task=spec.task))
+    restored = extra.get("best_epoch") if extra.get("restored_best") else None
+    metrics["fit"] = _plain(
+        fit_diagnosis(history, task=spec.task, restored_epoch=restored)
+    )
     test = datasets["test"]
     if test.groups is not None and len(test):
         labels = [str(c) for c in pre.classes] if pre.classes is not None else None
         metrics["groups"] = _plain(
             group_metrics(
                 np.asarray(test.y),
-                _predictions(model, test, spec.task),
+                predictions(model, test, spec.task),
                 np.asarray(test.groups),
                 task=spec.task,
                 labels=labels,

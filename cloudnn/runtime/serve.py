@@ -7,7 +7,7 @@ gets the same parsing, validation and JSON answer everywhere::
     request   {"instances": [...]} | [...] | {"inputs": [...]}    application/json
               one instance per line                               text/csv
     response  {"predictions": [{"label": 3, "probabilities": {"0": 0.01, ...}}]}
-              {"predictions": [{"value": 2.5}]}         regression (list if multi-output)
+              {"predictions": [{"value": 2.5}]}     regression ([...] if multi-output)
 
 Bad input never escapes as anything but :class:`InputError`, whose ``status``
 is the HTTP code to answer with: 400 malformed request, 413 too many
@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cloudnn.errors import NotFoundError
+from cloudnn.errors import CloudnnError, NotFoundError
 from cloudnn.runtime.artifacts import load_model_dir
 
 __all__ = ["BATCH_SIZE", "Handler", "InputError", "Runtime"]
@@ -45,7 +45,12 @@ BATCH_SIZE = 1024
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: deepest nesting an instance may have: (C, H, W) images are 3 levels
 _MAX_DEPTH = 4
-_JSON_TYPES = ("application/json", "application/jsonlines", "text/json", "")
+_JSON_TYPES = ("application/json", "text/json", "")
+_JSONLINES_TYPES = (
+    "application/jsonlines",
+    "application/x-jsonlines",
+    "application/jsonl",
+)
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
@@ -138,6 +143,11 @@ class Handler:
         """
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise CloudnnError(
+                f"device {device!r} asked for, but no CUDA GPU is visible",
+                hint="serve with device 'auto' or 'cpu'",
+            )
         root = Path(path)
         if runtime == "onnx":
             return cls._from_onnx(root, device=device, max_instances=max_instances)
@@ -150,8 +160,8 @@ class Handler:
             reason = loaded.meta.get("torchscript_error") or "model.ts is missing"
             raise NotFoundError(
                 f"{root} has no TorchScript model ({reason})",
-                hint="serve with runtime 'torch', or run "
-                "`cloudnn export <run> --format torchscript` first",
+                hint="serve with runtime 'torch', or export it first with "
+                "cloudnn.runtime.export.export_model(model_dir, 'torchscript')",
             )
         return cls(
             pre=loaded.pre,
@@ -186,12 +196,13 @@ class Handler:
         session = ort.InferenceSession(
             str(onnx_path), providers=[p for p in providers if p in available]
         )
+        used = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
         return cls(
             pre=Preprocessor.load(root),
             meta=meta,
             model_dir=root,
             runtime="onnx",
-            device=device,
+            device=used,
             session=session,
             max_instances=max_instances,
         )
@@ -199,11 +210,9 @@ class Handler:
     # ------------------------------------------------------------- public
 
     def info(self) -> dict[str, Any]:
-        """What a client needs to call the model (served at ``GET /`` and ``/info``)."""
+        """What a client needs to know to call the model (JSON-safe)."""
         model_cfg = self.meta.get("model") or {}
-        features = getattr(self.pre, "feature_names", None) or getattr(
-            self.pre, "features", None
-        )
+        features = getattr(self.pre, "feature_names", None)
         return {
             "name": self.meta.get("name"),
             "run_id": self.meta.get("run_id"),
@@ -237,9 +246,9 @@ class Handler:
             raise InputError(
                 f"unsupported request body of type {type(body).__name__}", status=400
             )
+        if media in _JSONLINES_TYPES:
+            return self._parse_jsonlines(text)
         if media in _JSON_TYPES or media.endswith("+json"):
-            if media == "application/jsonlines":
-                return self._parse_jsonlines(text)
             try:
                 data = json.loads(text)
             except RecursionError:
@@ -273,12 +282,15 @@ class Handler:
             if problem:
                 raise InputError(f"instance {i}: {problem}")
         try:
-            x = self.pre.transform(list(instances))
+            # overflow to inf is reported below as a 422, not as a warning
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = self.pre.transform(list(instances))
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             raise InputError(str(exc) or type(exc).__name__) from None
         x = np.asarray(x)
         # one flat feature row is one instance (the preprocessor allows it)
-        rows = 1 if all(_is_scalar(v) for v in instances) else len(instances)
+        flat = not self.is_text and all(_is_scalar(v) for v in instances)
+        rows = 1 if flat else len(instances)
         if tuple(x.shape) != (rows, *self.input_shape):
             raise InputError(
                 f"instances have shape {tuple(x.shape)[1:]}, the model expects "
@@ -312,14 +324,19 @@ class Handler:
         return out[:, None] if out.ndim == 1 else out
 
     def decode_outputs(self, outputs: np.ndarray) -> list[dict[str, Any]]:
-        """Raw outputs -> one JSON-safe prediction per row."""
+        """Raw outputs -> one JSON-safe prediction per row.
+
+        A row with non-finite outputs decodes with ``null`` numbers; ``predict``
+        rejects such requests (422) before this point, batchers should check
+        ``np.isfinite(outputs).all(axis=1)`` per request.
+        """
         out = np.asarray(outputs, dtype=np.float64)
         if out.ndim == 1:
             out = out[:, None]
         if self.task == "classification":
-            shifted = out - out.max(axis=1, keepdims=True)
-            proba = np.exp(shifted)
-            proba /= proba.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf rows -> null
+                proba = np.exp(out - out.max(axis=1, keepdims=True))
+                proba /= proba.sum(axis=1, keepdims=True)
             labels = [_plain(v) for v in self.pre.decode(out.argmax(axis=1).tolist())]
             names = [str(c) for c in self.classes] if self.classes is not None else None
             if names is None or len(names) != out.shape[1]:
@@ -328,19 +345,27 @@ class Handler:
                 {
                     "label": label,
                     "probabilities": {
-                        n: float(p) for n, p in zip(names, row.tolist(), strict=True)
+                        n: _finite(p) for n, p in zip(names, row.tolist(), strict=True)
                     },
                 }
                 for label, row in zip(labels, proba, strict=True)
             ]
         # regression targets are trained unscaled: outputs are the values
         if out.shape[1] == 1:
-            return [{"value": float(v)} for v in out[:, 0].tolist()]
-        return [{"value": [float(v) for v in row]} for row in out.tolist()]
+            return [{"value": _finite(v)} for v in out[:, 0].tolist()]
+        return [{"value": [_finite(v) for v in row]} for row in out.tolist()]
 
     def predict(self, instances: Any) -> list[dict[str, Any]]:
         """Instances (as parsed from a request) -> predictions."""
-        return self.decode_outputs(self.predict_arrays(self.preprocess(instances)))
+        out = self.predict_arrays(self.preprocess(instances))
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if len(bad):
+            # finite inputs far outside the training range can overflow float32
+            raise InputError(
+                f"instance {int(bad[0])}: the model's output is not finite "
+                "(inputs far outside the training data's range?)"
+            )
+        return self.decode_outputs(out)
 
     def handle(
         self, body: bytes | str | dict[str, Any] | list[Any], content_type: str = ""
@@ -418,10 +443,8 @@ def _check_instance(instance: Any, *, text: bool) -> str:
     if text:
         if isinstance(instance, str):
             return ""
-        if isinstance(instance, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in instance.items()
-        ):
-            return ""  # {"<text column>": "..."}
+        if isinstance(instance, dict) and all(isinstance(k, str) for k in instance):
+            return ""  # {"<text column>": "..."}: the preprocessor picks the column
         return f"expected a text string, got {_type_name(instance)}"
     if isinstance(instance, dict):
         stack: list[tuple[Any, int]] = [(v, 1) for v in instance.values()]
@@ -457,6 +480,10 @@ def _scalar_problem(value: Any) -> str:
         # categorical values, or numbers sent as text: the preprocessor decides
         return ""
     return f"expected a number, got {_type_name(value)}"
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def _is_scalar(value: Any) -> bool:

@@ -474,7 +474,10 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
             metrics={}, history=history, model_dir=ctx.model_dir, preempted=True
         )
 
-    if patience is not None and patience.restore_best and best.get("state") is not None:
+    restored = (
+        patience is not None and patience.restore_best and best.get("state") is not None
+    )
+    if restored:
         model.load_state_dict(best["state"])
 
     result_metrics: dict[str, Any] = {}
@@ -491,6 +494,7 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
             extra={
                 "stopped_early": stopped_early,
                 "best_epoch": best["epoch"] + 1 if best["epoch"] >= 0 else None,
+                "restored_best": bool(restored),
                 "epochs_run": len(history),
                 "world_size": dist.world,
                 "device": str(device),
