@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32, help="0: batching off")
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
     args = ap.parse_args()
     requests = max(1, min(args.requests, 100_000))  # bounded
@@ -303,10 +303,11 @@ def main() -> None:
         print(f"trained {run.run_id} in {time.perf_counter() - t0:.1f} s")
         ep = client.deploy(
             run.run_id,
-            batching={
-                "max_batch_size": args.batch_size,
-                "max_wait_ms": args.max_wait_ms,
-            },
+            batching=(
+                {"max_batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms}
+                if args.batch_size > 0
+                else False
+            ),
         )
         opts = _uvicorn_options()
         base_proc, base_url = _start_baseline(run.model_dir, work, opts)
@@ -320,8 +321,9 @@ def main() -> None:
                 ep.url + "/predict",
                 json=sample,
                 headers={"Authorization": f"Bearer {token}"},
+                trust_env=False,
             ).json()
-            b = httpx.post(base_url + "/predict", json=sample).json()
+            b = httpx.post(base_url + "/predict", json=sample, trust_env=False).json()
             same = [p["label"] for p in a["predictions"]] == [
                 p["label"] for p in b["predictions"]
             ]
@@ -330,9 +332,12 @@ def main() -> None:
                 f"servers: uvicorn http={opts['http']} loop={opts['loop']}, access log off; "
                 f"client={args.client}; same labels: {same}"
             )
-            print(
-                f"cloudnn batching: max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}"
+            batching = (
+                f"max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}"
+                if args.batch_size > 0
+                else "off"
             )
+            print(f"cloudnn batching: {batching}")
             bodies = [
                 json.dumps({"instances": [rows[i]]}).encode() for i in range(len(rows))
             ]

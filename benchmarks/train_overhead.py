@@ -11,6 +11,8 @@ bit-identical. It prints; it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import csv
 import statistics
 import tempfile
@@ -66,7 +68,8 @@ def run_cloudnn(spec, workdir: Path) -> tuple[list[float], dict[str, torch.Tenso
         hyperparameters={},
         run_id="bench",
     )
-    result = train(spec, context(env), resume=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # the job's event lines
+        result = train(spec, context(env), resume=False)
     per_step = [row["seconds"] / row["steps"] for row in result.history]
     state = torch.load(workdir / "model" / "model.pt", weights_only=True)
     return per_step, state

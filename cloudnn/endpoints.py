@@ -124,8 +124,8 @@ class Endpoint:
         return predictions
 
     def info(self) -> dict[str, Any]:
-        """What the endpoint serves: model metadata, settings, request counts."""
-        base = {
+        """What the endpoint serves (inputs, classes, settings) and where."""
+        endpoint = {
             "name": self.name,
             "provider": self.provider,
             "state": self.state,
@@ -136,8 +136,8 @@ class Endpoint:
             from cloudnn.local.serving import info_local_endpoint
 
             prov = self._client.provider("local")
-            return {**base, **info_local_endpoint(prov, self.ref)}  # type: ignore[arg-type]
-        return {**base, "extra": dict(self.record.extra)}
+            return {**info_local_endpoint(prov, self.ref), "endpoint": endpoint}  # type: ignore[arg-type]
+        return {"endpoint": endpoint, "extra": dict(self.record.extra)}
 
     def wait(self, *, timeout: float = 120.0) -> Endpoint:
         """Block until an endpoint deployed with ``wait=False`` answers."""

@@ -85,11 +85,27 @@ def port_free(port: int) -> bool:
     return True
 
 
+def get(url: str, **kwargs: Any) -> httpx.Response:
+    # trust_env=False: loopback only, whatever HTTP(S)_PROXY says
+    return httpx.get(url, trust_env=False, **{"timeout": 30, **kwargs})
+
+
+def post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, trust_env=False, **{"timeout": 30, **kwargs})
+
+
 def kill_group(pid: int | None) -> None:
     """Last-resort cleanup for a finalizer: SIGKILL the server's process group."""
     if pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def kill_endpoints(home: Path) -> None:
+    """Finalizer: SIGKILL every server the registry in ``home`` knows of."""
+    with contextlib.suppress(Exception):
+        for record in RunRegistry(home).list_endpoints():
+            kill_group(record.extra.get("pid"))
 
 
 def labels(predictions: list[dict[str, Any]]) -> list[Any]:
@@ -119,6 +135,13 @@ def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 # ----------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True)
+def _no_stray_servers(cloudnn_home: Path) -> Iterator[None]:
+    """Whatever a test leaves running in its registry is killed, pass or fail."""
+    yield
+    kill_endpoints(cloudnn_home)
+
+
 @pytest.fixture(scope="module")
 def handler(mlp_model_dir: Path) -> Handler:
     return Handler.from_model_dir(mlp_model_dir)
@@ -142,12 +165,10 @@ def served(
         try:
             yield ep, home
         finally:
-            pid = ep.record.extra.get("pid")
             try:
                 client.endpoint(ep.name).delete()
-            except Exception:
-                kill_group(pid)
-                raise
+            finally:
+                kill_endpoints(home)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +193,7 @@ def plain_server(
         while True:
             assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                if get(url + "/ping", timeout=1).status_code == 200:
                     break
             assert time.monotonic() < deadline, "plain server did not start"
             time.sleep(0.05)
@@ -202,23 +223,25 @@ def test_deploy_predicts_test_split_exactly(served, handler: Handler, mlp_model_
     assert labels(ep.predict(np.asarray(rows[:7]))) == labels(in_process[:7])
     headers = {"Authorization": f"Bearer {ep.token}"}
     csv_body = "\n".join(",".join(map(str, r)) for r in rows[:5])
-    r = httpx.post(
+    r = post(
         ep.url + "/invocations",
         content=csv_body,
         headers={**headers, "Content-Type": "text/csv"},
     )
     assert r.status_code == 200
     assert labels(r.json()["predictions"]) == labels(in_process[:5])
-    r = httpx.post(
+    r = post(
         f"{ep.url}/v1/models/{ep.name}:predict",
         json={"instances": rows[:3]},
         headers=headers,
     )
     assert labels(r.json()["predictions"]) == labels(in_process[:3])
     info = ep.info()
-    assert info["model"]["task"] == "classification"
-    assert info["batching"]["max_batch_size"] == 32
-    assert info["batching"]["max_wait_ms"] == 2.0
+    assert info["task"] == "classification"
+    assert info["features"] == sf.FEATURES
+    assert info["server"]["name"] == info["endpoint"]["name"] == ep.name
+    assert info["server"]["batching"]["max_batch_size"] == 32
+    assert info["server"]["batching"]["max_wait_ms"] == 2.0
 
 
 def test_token_auth(served) -> None:
@@ -236,15 +259,15 @@ def test_token_auth(served) -> None:
         {"Authorization": f"Basic {ep.token}"},
         {"Authorization": f"Bearer {ep.token}x"},
     ):
-        r = httpx.post(ep.url + "/predict", json=body, headers=headers)
+        r = post(ep.url + "/predict", json=body, headers=headers)
         assert r.status_code == 401, headers
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
         assert set(r.json()) == {"error"}
-        assert httpx.get(ep.url + "/", headers=headers).status_code == 401
+        assert get(ep.url + "/", headers=headers).status_code == 401
     # health checks stay open; the token (any scheme case) works
-    assert httpx.get(ep.url + "/ping").status_code == 200
-    assert httpx.get(ep.url + "/health").json() == {"status": "ok"}
-    r = httpx.post(
+    assert get(ep.url + "/ping").status_code == 200
+    assert get(ep.url + "/health").json() == {"status": "ok"}
+    r = post(
         ep.url + "/predict", json=body, headers={"authorization": f"bearer {ep.token}"}
     )
     assert r.status_code == 200
@@ -377,9 +400,9 @@ def test_batching_matches_unbatched_under_concurrency(
 
             return await asyncio.gather(*(one(b) for b in bodies))
 
-    before = ep.info()["batching"]
+    before = ep.info()["server"]["batching"]
     batched = asyncio.run(fire(ep.url, {"Authorization": f"Bearer {ep.token}"}))
-    after = ep.info()["batching"]
+    after = ep.info()["server"]["batching"]
     # the 64 requests did share forward passes
     assert after["requests"] - before["requests"] == len(bodies)
     assert after["batches"] - before["batches"] < len(bodies)
@@ -460,8 +483,7 @@ def test_dead_endpoint_shows_failed_and_deletes_quietly(
     try:
         assert ep.token is None
         assert (
-            httpx.post(ep.url + "/predict", json={"instances": [[0] * 64]}).status_code
-            == 200
+            post(ep.url + "/predict", json={"instances": [[0] * 64]}).status_code == 200
         )
         kill_group(pid)
         deadline = time.monotonic() + 10
@@ -513,5 +535,36 @@ def test_deploy_by_spec_needs_a_trained_run(
         assert not pid_alive(pid)
         assert client.endpoints() == []
         assert not (cloudnn_home / "endpoints" / ep.name).exists()
+    finally:
+        kill_group(pid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                    members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_multi_worker_endpoint_stops_whole_process_group(
+    mlp_model_dir: Path, cloudnn_home: Path, handler: Handler
+) -> None:
+    run_id = register_run(cloudnn_home, mlp_model_dir)
+    client = cloudnn.Client(quiet=True)
+    ep = client.deploy(run_id, workers=2)
+    pid = ep.record.extra["pid"]
+    try:
+        assert len(_group_members(pid)) >= 3  # supervisor + 2 workers
+        rows, _ = sf.digits_test_split()
+        assert labels(ep.predict(rows[:10])) == labels(handler.predict(rows[:10]))
+        ep.delete()
+        assert _group_members(pid) == []
+        assert port_free(ep.record.extra["port"])
     finally:
         kill_group(pid)

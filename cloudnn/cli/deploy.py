@@ -9,10 +9,9 @@ import click
 
 def _example_instance(info: dict[str, Any]) -> Any:
     """A well-formed (all-zero) instance for the curl example."""
-    model = info.get("model") or {}
-    if model.get("input_kind") == "text":
+    if info.get("input_kind") == "text":
         return "some text"
-    shape = [int(d) for d in model.get("input_shape") or [1]]
+    shape = [int(d) for d in info.get("input_shape") or [1]]
 
     def zeros(dims: list[int]) -> Any:
         return [0] * dims[0] if len(dims) == 1 else [zeros(dims[1:])] * dims[0]

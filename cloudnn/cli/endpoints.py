@@ -66,9 +66,10 @@ def show(name: str, as_json: bool) -> None:
     from cloudnn.client import Client
 
     ep = Client(quiet=True).endpoint(name)
-    info = (
-        ep.info() if ep.state == "InService" else {"name": ep.name, "state": ep.state}
-    )
+    if ep.state == "InService":
+        info = ep.info()
+    else:  # nothing answers: what the registry knows
+        info = {"endpoint": ep.info()["endpoint"], "message": ep.message}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -43,8 +43,12 @@ def cli(
     name = template or DEFAULT_INIT_TEMPLATE
     written = copy_init_template(name, directory, force=force)
     click.echo(f"created {directory} from template {name!r} ({len(written)} files):")
-    for path in written:
+    shown = [p for p in written if p.parent == written[0].parent or p.suffix == ".yaml"]
+    for path in (shown or written)[:12]:
         click.echo(f"  {path}")
+    hidden = len(written) - min(len(shown or written), 12)
+    if hidden > 0:
+        click.echo(f"  ... and {hidden} more (data files)")
     spec = next((p for p in written if p.name in ("spec.yaml", "spec.yml")), None)
     if spec is not None:
         click.echo(f"next: cloudnn validate {spec} && cloudnn train {spec}")

@@ -7,7 +7,7 @@ Run it as ``python -m cloudnn.local.server --model-dir DIR --port 8080``
     POST /v1/models/{name}:predict   the same, Vertex AI style
     POST /invocations                SageMaker style: JSON or text/csv
     GET  /ping   GET /health         liveness (no token: health checkers have none)
-    GET  /                           model metadata (Handler.info())
+    GET  /   GET /info               model metadata (Handler.info() + "server")
 
 Every answer is JSON; an error is ``{"error": "<one line>"}`` with 400
 (malformed), 401 (token), 413 (too large), 415 (content type), 422 (wrong
@@ -436,19 +436,20 @@ class InferenceService:
                 batcher.arriving -= 1
 
     def info(self) -> dict[str, Any]:
+        """``Handler.info()`` (what a client needs) plus this server's settings."""
         cfg = self.config
-        return {
+        batcher = self.batcher
+        server = {
             "name": cfg.name,
-            "model": self.handler.info(),
             "batching": (
                 {
                     "max_batch_size": cfg.max_batch_size,
                     "max_wait_ms": cfg.max_wait_ms,
-                    "batches": self.batcher.batches,
-                    "requests": self.batcher.batched_requests,
-                    "rows": self.batcher.rows,
+                    "batches": batcher.batches,
+                    "requests": batcher.batched_requests,
+                    "rows": batcher.rows,
                 }
-                if self.batcher is not None
+                if batcher is not None
                 else None
             ),
             "auth": "token" if self._expected is not None else "none",
@@ -456,12 +457,14 @@ class InferenceService:
             "routes": {
                 "predict": ["/predict", "/v1/models/{name}:predict", "/invocations"],
                 "health": ["/ping", "/health"],
+                "metadata": ["/", "/info"],
             },
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "requests": self.requests,
             "errors": self.errors,
         }
+        return {**self.handler.info(), "server": server}
 
 
 async def _send(
@@ -581,7 +584,8 @@ def create_app(config: ServerConfig, *, handler: Any = None) -> FastAPI:
     app.add_route(
         "/health", _AsgiFunction(health), methods=["GET"], include_in_schema=False
     )
-    app.add_route("/", metadata, methods=["GET"], include_in_schema=False)
+    for path in ("/", "/info"):  # /info: the Vertex container's route
+        app.add_route(path, metadata, methods=["GET"], include_in_schema=False)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -690,7 +694,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_request_bytes=args.max_request_bytes,
         threads=args.threads,
     )
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        return fail(
+            f"{exc.name} is not installed (to fix: pip install 'cloudnn[serve]')"
+        )
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -710,7 +720,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.workers == 1:
-            app: Any = create_app(config)
+            try:
+                app: Any = create_app(config)
+            except CloudnnError:
+                raise
+            except Exception as exc:  # traceback for the log, one line last
+                import traceback
+
+                traceback.print_exc()
+                return fail(
+                    f"cannot load the model in {config.model_dir}: {_one_line(exc)}"
+                )
             uvicorn.run(app, **options)
         else:
             if config.token_file:  # fail here, once, not in every worker

@@ -342,7 +342,8 @@ def _last_log_line(path: Path) -> str:
         return ""
     for line in reversed(lines):
         if line.strip():
-            return line.strip()
+            text = line.strip()
+            return text[len("error: ") :] if text.startswith("error: ") else text
     return ""
 
 
@@ -374,12 +375,25 @@ def read_token(ref_or_extra: EndpointRef | Mapping[str, Any]) -> str | None:
         ) from exc
 
 
+def _httpx() -> Any:
+    """The httpx module, or an error naming the extra that installs it."""
+    try:
+        import httpx
+    except ImportError as exc:
+        from cloudnn.errors import ProviderNotInstalledError
+
+        raise ProviderNotInstalledError(
+            "endpoints need httpx, which is not installed",
+            hint='pip install "cloudnn[serve]"',
+        ) from exc
+    return httpx
+
+
 def _http() -> httpx.Client:
     global _http_client
     with _http_lock:
         if _http_client is None:
-            import httpx
-
+            httpx = _httpx()
             # trust_env=False: a local endpoint never goes through HTTP(S)_PROXY
             _http_client = httpx.Client(
                 timeout=httpx.Timeout(60.0, connect=5.0), trust_env=False
@@ -442,7 +456,9 @@ def _ref(record: EndpointRecord) -> EndpointRef:
 # ------------------------------------------------------------------ creation
 
 
-def _settings_conflict(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _settings_conflict(extra: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """How ``new`` settings differ from those of the running server."""
+    old = {**(extra.get("settings") or {}), "port": extra.get("port")}
     diffs = []
     for key, value in new.items():
         if key == "port" and value is None:
@@ -479,7 +495,7 @@ def create_local_endpoint(
             )
         pid = existing.extra.get("pid")
         if _is_server(pid):
-            diffs = _settings_conflict(existing.extra.get("settings", {}), settings)
+            diffs = _settings_conflict(existing.extra, settings)
             if diffs:
                 raise EndpointError(
                     f"endpoint {name!r} is already running with other settings "
@@ -600,7 +616,7 @@ def _start(
 
 def _wait_ready(ref: EndpointRef, *, timeout: float) -> None:
     """Block until the server answers ``/ping`` and says it is ``ref.name``."""
-    import httpx
+    httpx = _httpx()
 
     pid = ref.extra.get("pid")
     log = Path(str(ref.extra.get("log", "")))
@@ -622,7 +638,8 @@ def _wait_ready(ref: EndpointRef, *, timeout: float) -> None:
                     if token:
                         headers["Authorization"] = f"Bearer {token}"
                     r = http.get(ref.url + "/", headers=headers)
-                    if r.status_code == 200 and r.json().get("name") == ref.name:
+                    server = r.json().get("server") if r.status_code == 200 else None
+                    if isinstance(server, dict) and server.get("name") == ref.name:
                         return
             except (httpx.TransportError, ValueError):
                 pass
@@ -722,7 +739,7 @@ def _error_text(response: httpx.Response) -> str:
 def _request(
     ref: EndpointRef, method: str, path: str, *, content: bytes | None = None
 ) -> httpx.Response:
-    import httpx
+    httpx = _httpx()
 
     headers = {"Content-Type": "application/json"} if content is not None else {}
     token = read_token(ref)
@@ -806,5 +823,6 @@ def invoke_local_endpoint(
 
 
 def info_local_endpoint(provider: LocalProvider, ref: EndpointRef) -> dict[str, Any]:
-    """The server's metadata (``GET /``): model, batching, request counts."""
+    """The server's metadata (``GET /``): the model's inputs and classes, plus
+    ``"server"``: batching, auth, request counts."""
     return dict(_request(ref, "GET", "/").json())

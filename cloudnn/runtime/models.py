@@ -183,11 +183,10 @@ class TransformerClassifier(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_outputs)
-        self.scale = math.sqrt(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = x == 0
-        h = self.embed(x) * self.scale
+        h = self.embed(x)
         if self.cls:
             h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1)
             pad = torch.cat(

@@ -160,8 +160,8 @@ class Handler:
             reason = loaded.meta.get("torchscript_error") or "model.ts is missing"
             raise NotFoundError(
                 f"{root} has no TorchScript model ({reason})",
-                hint="serve with runtime 'torch', or export it first with "
-                "cloudnn.runtime.export.export_model(model_dir, 'torchscript')",
+                hint="serve with runtime 'torch', or export it first: "
+                "`cloudnn export <run> --format torchscript`",
             )
         return cls(
             pre=loaded.pre,

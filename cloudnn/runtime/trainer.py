@@ -346,6 +346,10 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
     preempted = False
     stopped_early = False
 
+    # decided once, outside the hot loop
+    squeeze = spec.task == "regression" and y_tr.dim() == 1
+    clip = cfg.grad_clip
+
     with _Preemption() as preemption:
         net.train()
         for epoch in range(start_epoch, cfg.epochs):
@@ -366,14 +370,14 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
                     break
                 idx = mine[step * bs : (step + 1) * bs]
                 xb, yb = x_tr[idx], y_tr[idx]
-                if xb.device != device:
-                    xb, yb = xb.to(device, non_blocking=True), yb.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 out = net(xb)
-                loss = loss_fn(_adapt_output(out, yb, spec.task), yb)
+                if squeeze:
+                    out = out[:, 0]
+                loss = loss_fn(out, yb)
                 loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(net.parameters(), clip)
                 optimizer.step()
                 loss_acc += loss.detach()
             else:
