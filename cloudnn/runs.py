@@ -97,10 +97,8 @@ class RunRegistry:
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home = Path(home) if home is not None else cloudnn_home()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.path = self.home / "registry.db"
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        self._ready = False  # created on first use: planning touches no disk
 
     @property
     def runs_dir(self) -> Path:
@@ -108,7 +106,13 @@ class RunRegistry:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.home.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30)
+        if not self._ready:
+            with db:
+                db.executescript(_SCHEMA)
+            self._ready = True
         db.row_factory = sqlite3.Row
         try:
             with db:

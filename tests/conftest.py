@@ -55,16 +55,16 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
     return _write
 
 
-def digits_spec(data: Path, **overrides: Any) -> dict[str, Any]:
+def digits_spec(data_path: Path, /, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": "digits",
         "task": "classification",
         "model": {"type": "mlp", "hidden_sizes": [64], "dropout": 0.1},
-        "data": {"train": str(data), "target": "label"},
+        "data": {"train": str(data_path), "target": "label"},
         "train": {"epochs": 5, "batch_size": 32, "seed": 0},
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+        if key != "model" and isinstance(value, dict) and isinstance(spec.get(key), dict):
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value
