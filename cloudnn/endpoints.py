@@ -248,22 +248,9 @@ def _latest_success(client: Client, spec: Spec) -> RunRecord:
 
 def _run_spec(record: RunRecord) -> Spec:
     """The spec a run was trained with (its data files need not exist any more)."""
-    from pydantic import ValidationError
+    from cloudnn.spec import saved_spec
 
-    from cloudnn.spec import Spec, is_uri
-
-    try:
-        return Spec.model_validate_json(record.spec_json)
-    except ValidationError:
-        raw = json.loads(record.spec_json)
-        data = raw.get("data") or {}
-        # serving never reads the training data; point vanished paths somewhere real
-        stand_in = record.run_dir or str(Path.cwd())
-        for key in ("train", "validation", "test"):
-            value = data.get(key)
-            if value and not is_uri(value) and not Path(value).exists():
-                data[key] = stand_in
-        return Spec.model_validate(raw)
+    return saved_spec(record.spec_json)
 
 
 def _resolve(client: Client, target: Any) -> tuple[RunRecord, Spec]:

@@ -30,6 +30,7 @@ from pydantic import (
     PositiveInt,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -286,9 +287,11 @@ class DataSpec(_Strict):
 
     @field_validator("train", "validation", "test")
     @classmethod
-    def _local_path_exists(cls, v: str | None) -> str | None:
+    def _local_path_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None or is_uri(v):
             return v
+        if info.context and not info.context.get("check_paths", True):
+            return v  # reloading a saved spec: the data may be long gone
         if not v:
             raise _SpecValueError(
                 "must not be empty", hint="give a file, directory or s3://, gs:// URI"
@@ -957,3 +960,8 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
             source=str(p),
         ) from exc
     return spec_from_dict(raw, base_dir=p.parent, source=str(p))
+
+
+def saved_spec(text: str) -> Spec:
+    """Reload a spec saved with a run (JSON) without requiring its data files."""
+    return Spec.model_validate_json(text, context={"check_paths": False})

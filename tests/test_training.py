@@ -15,6 +15,7 @@ from conftest import PYTHON, REPO, cli_env, digits_spec
 
 import cloudnn
 from cloudnn.client import Client
+from cloudnn.local.provider import _pid_alive
 from cloudnn.runtime.checkpoint import checkpoint_files
 
 pytestmark = pytest.mark.slow
@@ -108,6 +109,8 @@ def test_sigkill_then_resume_is_bit_identical(
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
+    # SIGKILL is asynchronous: a job still dying would be adopted, not restarted
+    _wait_for(lambda: not _pid_alive(status["pid"]))
     killed_at = latest_epoch(ckpts)
     assert killed_at < 14, "the run finished before it could be killed"
     assert not (victim.model_dir / "model.pt").exists()

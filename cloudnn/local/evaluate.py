@@ -19,10 +19,10 @@ def evaluate_run(model_dir: str | Path, *, data: str | None = None) -> dict[str,
     from cloudnn.runtime.data import load_datasets, load_labeled
     from cloudnn.runtime.evaluate import group_metrics
     from cloudnn.runtime.report import evaluate_dataset, headline, predictions
-    from cloudnn.spec import Spec
+    from cloudnn.spec import saved_spec
 
     loaded = load_model_dir(model_dir)
-    spec = Spec.model_validate_json((Path(model_dir) / "spec.json").read_text())
+    spec = saved_spec((Path(model_dir) / "spec.json").read_text())
     if data is None:
         split = "test"
         input_shape = getattr(spec.model, "input_shape", None)

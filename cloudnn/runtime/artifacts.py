@@ -58,9 +58,9 @@ def load_model_dir(
         model = torch.jit.load(str(root / "model.ts"), map_location=device)
     else:
         from cloudnn.runtime.models import build_model
-        from cloudnn.spec import Spec
+        from cloudnn.spec import saved_spec
 
-        spec = Spec.model_validate_json((root / "spec.json").read_text())
+        spec = saved_spec((root / "spec.json").read_text())
         model = build_model(spec.model, pre, num_outputs=meta["num_outputs"])
         state = torch.load(root / "model.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
