@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import csv
+import io
 import statistics
 import tempfile
 import time
@@ -57,7 +57,6 @@ def _spec(data: Path, epochs: int, batch_size: int):  # type: ignore[no-untyped-
 
 def run_cloudnn(spec, workdir: Path) -> tuple[list[float], dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
     from cloudnn.runtime.context import context, local_job_env
-
     from cloudnn.runtime.trainer import train
 
     env = local_job_env(
@@ -79,7 +78,6 @@ def run_hand_loop(spec) -> tuple[list[float], dict[str, torch.Tensor]]:  # type:
     """What a PyTorch user writes by hand: the same model, data order and seed."""
     from cloudnn.runtime.data import load_datasets
     from cloudnn.runtime.models import build_model
-
     from cloudnn.runtime.trainer import epoch_permutation, seed_everything
 
     seed_everything(0, deterministic=True)

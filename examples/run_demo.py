@@ -22,9 +22,32 @@ EXAMPLES = [
 ]
 
 
+def serve_demo(run_id: str | None) -> None:
+    """Serve the digits MLP on a local endpoint, predict five rows, delete it."""
+    if run_id is None:
+        return
+    import csv
+
+    import cloudnn
+
+    print("\n=== serving digits-mlp ===", flush=True)
+    with open(HERE / "digits-mlp" / "data" / "digits.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:5]
+    labels = [row.pop("label") for row in rows]
+    endpoint = cloudnn.deploy(run_id)
+    try:
+        print(f"endpoint {endpoint.name} at {endpoint.url}")
+        predictions = endpoint.predict([[float(v) for v in r.values()] for r in rows])
+        for want, got in zip(labels, predictions, strict=True):
+            print(f"  label {want}  predicted {got['label']}")
+    finally:
+        endpoint.delete()
+        print(f"deleted {endpoint.name}")
+
+
 def main() -> int:
     cloudnn = [sys.executable, "-m", "cloudnn.cli.main"]
-    results: list[tuple[str, str, float]] = []
+    results: list[tuple[str, str, float, str]] = []
     for name in EXAMPLES:
         folder = HERE / name
         print(f"\n=== {name} ===", flush=True)
@@ -48,14 +71,15 @@ def main() -> int:
             numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
             label = ", ".join(f"{k} {v:.4f}" for k, v in numeric.items())
         seconds = time.perf_counter() - t0
-        results.append((name, label, seconds))
+        results.append((name, label, seconds, metrics["run_id"]))
         print(
             f"{name}: {label}  (run {metrics['run_id']}, {seconds:.0f} s)", flush=True
         )
+    serve_demo(results[0][3] if results else None)
     print("\nsummary")
-    for name, label, seconds in results:
+    for name, label, seconds, _ in results:
         print(f"  {name:<24} {label:<32} {seconds:5.0f} s")
-    print("\nnext: `cloudnn runs list`, `cloudnn evaluate latest`")
+    print("\nnext: `cloudnn runs list`, `cloudnn evaluate RUN`, `cloudnn deploy RUN`")
     return 0
 
 

@@ -64,7 +64,11 @@ def digits_spec(data_path: Path, /, **overrides: Any) -> dict[str, Any]:
         "train": {"epochs": 5, "batch_size": 32, "seed": 0},
     }
     for key, value in overrides.items():
-        if key != "model" and isinstance(value, dict) and isinstance(spec.get(key), dict):
+        if (
+            key != "model"
+            and isinstance(value, dict)
+            and isinstance(spec.get(key), dict)
+        ):
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value
