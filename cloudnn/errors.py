@@ -9,6 +9,9 @@ so callers only ever catch these::
     ├── UnsupportedFeatureError     a provider cannot do what the spec asks (exit 2)
     ├── ProviderNotInstalledError   names the pip extra to install (exit 2)
     ├── NotFoundError               unknown run, endpoint or template (exit 2)
+    ├── FileConflictError           would overwrite existing files (exit 2)
+    ├── MissingDependencyError      an optional package is missing; names the extra (exit 2)
+    ├── ExportError                 a model export failed or does not match torch (exit 1)
     ├── AuthenticationError         missing or rejected credentials (exit 2)
     ├── QuotaExceededError          account quota for the instance type (exit 1)
     ├── CapacityError               no capacity for the instance type now (exit 1)
@@ -29,7 +32,10 @@ __all__ = [
     "CloudnnError",
     "CloudnnTimeoutError",
     "EndpointError",
+    "ExportError",
+    "FileConflictError",
     "JobFailedError",
+    "MissingDependencyError",
     "NotFoundError",
     "ProviderNotInstalledError",
     "QuotaExceededError",
@@ -98,6 +104,22 @@ class ProviderNotInstalledError(CloudnnError):
 
 class NotFoundError(CloudnnError):
     exit_code = 2
+
+
+class FileConflictError(CloudnnError):
+    """Writing would overwrite files that already exist (e.g. ``cloudnn init``)."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(CloudnnError):
+    """An optional package is not installed; the hint names the pip extra."""
+
+    exit_code = 2
+
+
+class ExportError(CloudnnError):
+    """The model could not be exported, or the export does not match PyTorch."""
 
 
 class AuthenticationError(CloudnnError):

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cloudnn.errors import CloudnnError, NotFoundError
+from cloudnn.errors import FileConflictError, NotFoundError
 
 __all__ = [
     "DEFAULT_INIT_TEMPLATE",
@@ -36,10 +36,8 @@ _TEMPLATE_SUFFIX = ".tmpl"
 _SKIP_NAMES = frozenset({"__pycache__", ".DS_Store"})
 
 
-class TemplateConflictError(CloudnnError):
-    """Copying a template would overwrite files that already exist."""
-
-    exit_code = 2
+#: kept under its old name for callers of this module
+TemplateConflictError = FileConflictError
 
 
 def templates_root() -> Path:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cloudnn.errors import CloudnnError
+from cloudnn.errors import ExportError, MissingDependencyError
 from cloudnn.runtime.artifacts import LoadedModel, load_model_dir
 
 __all__ = [
@@ -35,16 +35,6 @@ Format = Literal["torchscript", "onnx"]
 #: exporter in torch 2.x supports fully (LayerNormalization is native there)
 DEFAULT_OPSET = 17
 _ONNX_HINT = 'pip install "cloudnn[onnx]"  (onnx, onnxruntime, onnxscript)'
-
-
-class ExportError(CloudnnError):
-    """The model could not be exported, or the export does not match PyTorch."""
-
-
-class MissingDependencyError(ExportError):
-    """An optional package (onnx, onnxruntime) is not installed."""
-
-    exit_code = 2
 
 
 def import_onnxruntime() -> Any:
