@@ -297,6 +297,9 @@ class Client:
             if hasattr(prov, "wait_process"):
                 prov.wait_process(run.ref, timeout=120)
             self._record_status(run.run_id, prov.get_job(run.ref))
+            self.console.print(
+                f"stopped; continue with `cloudnn train SPEC --resume {run.run_id}`"
+            )
             raise
         finally:
             if view is not None:
