@@ -17,7 +17,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_training_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
+def plot_training_curves(
+    history: list[dict[str, Any]], path: str | Path, *, metric_name: str = "metric"
+) -> Path:
     """Loss (train/validation) and, if recorded, the metric per epoch."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
@@ -43,7 +45,7 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path) -> Pat
         ]
         if vm:
             axes[1].plot(*zip(*vm, strict=True), label="validation")
-        axes[1].set(title="metric", xlabel="epoch")
+        axes[1].set(title=metric_name, xlabel="epoch")
         axes[1].legend()
     fig.tight_layout()
     out = Path(path)

@@ -203,7 +203,11 @@ def _plots(
     from cloudnn.runtime.plots import plot_confusion_matrix, plot_training_curves
 
     if history:
-        plot_training_curves(history, out_dir / "training_curves.png")
+        plot_training_curves(
+            history,
+            out_dir / "training_curves.png",
+            metric_name="accuracy" if task == "classification" else "R²",
+        )
     cm = (metrics.get("test") or metrics.get("validation") or {}).get(
         "confusion_matrix"
     )

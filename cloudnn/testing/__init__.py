@@ -1,0 +1,77 @@
+"""The provider contract suite: one set of tests every provider must pass.
+
+It ships in the wheel (like fsspec's ``fsspec.tests.abstract``) and needs
+pytest, which ``import cloudnn`` never loads: only importing this package does.
+A provider binds it by mixing each abstract class with a
+:class:`ProviderFixtures` subclass that says how to get the provider::
+
+    class LoopbackFixtures(ProviderFixtures):
+        @pytest.fixture(scope="class")
+        def provider(self, fake_sagemaker): return SageMakerProvider(endpoint_url=fake_sagemaker)
+    class TestPlans(AbstractPlanTests, LoopbackFixtures): pass
+    class TestJobs(AbstractJobTests, LoopbackFixtures): pass
+
+Capability differences are fixtures, not ``if``s: ``capabilities`` (what it
+supports; default: all but ``provider.unsupported``), ``can_run`` (False skips
+what needs a live job or endpoint), ``contract_spec`` (add ``providers:``
+options), ``plan_model_uri``/``remote_data_uri`` (URIs of its own storage),
+``known_failures`` (strict xfails naming a reported bug). See
+:class:`ProviderFixtures` for the full list and their defaults.
+
+* :class:`AbstractPlanTests`: ``plan_training`` writes nothing and opens no
+  socket, is deterministic and JSON data, prices are None or >= 0, and each
+  capability in ``provider.unsupported`` is refused at plan time with reasons.
+* :class:`AbstractJobTests`: a job reaches SUCCEEDED through :class:`JobState`
+  values, a second submit adopts it, log cursors resume without repeats,
+  cancel is a no-op on a finished job and ends a running one CANCELLED,
+  ``check()`` reports for this provider.
+* :class:`AbstractEndpointTests`: ``plan_endpoint`` is pure and deterministic;
+  create, invoke (one prediction per instance), create again adopts, delete
+  removes it and a second delete is quiet.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# The asserts in these modules explain themselves only if pytest rewrites
+# them, which it does for test files and for modules registered before import.
+pytest.register_assert_rewrite("cloudnn.testing.abstract", "cloudnn.testing.fixtures")
+
+from cloudnn.testing.abstract import (  # noqa: E402
+    AbstractEndpointTests,
+    AbstractJobTests,
+    AbstractPlanTests,
+)
+from cloudnn.testing.fixtures import (  # noqa: E402
+    ENDPOINT_CAPABILITIES,
+    ContractJob,
+    NetworkAccessError,
+    ProviderFixtures,
+    assert_no_side_effects,
+    contract_instances_from_csv,
+    log_events,
+    make_contract_spec,
+    run_contract_job,
+    spec_requiring,
+    wait_for_terminal,
+    write_contract_data,
+)
+
+__all__ = [
+    "ENDPOINT_CAPABILITIES",
+    "AbstractEndpointTests",
+    "AbstractJobTests",
+    "AbstractPlanTests",
+    "ContractJob",
+    "NetworkAccessError",
+    "ProviderFixtures",
+    "assert_no_side_effects",
+    "contract_instances_from_csv",
+    "log_events",
+    "make_contract_spec",
+    "run_contract_job",
+    "spec_requiring",
+    "wait_for_terminal",
+    "write_contract_data",
+]
