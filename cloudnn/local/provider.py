@@ -9,6 +9,7 @@ Its run directory (``$CLOUDNN_HOME/runs/<run_id>/``) holds::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -182,11 +183,16 @@ class LocalProvider(Provider):
     # -- jobs ----------------------------------------------------------------
 
     def _status(self, run_id: str) -> dict[str, Any]:
-        path = self.run_dir(run_id) / "status.json"
+        """The job's status.json, with the pid from job.pid until the job writes it."""
+        run_dir = self.run_dir(run_id)
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            status: dict[str, Any] = json.loads((run_dir / "status.json").read_text())
         except (OSError, ValueError):
             return {}
+        if not status.get("pid"):
+            with contextlib.suppress(OSError, ValueError):
+                status["pid"] = int((run_dir / "job.pid").read_text())
+        return status
 
     def submit_training(self, plan: TrainingPlan) -> JobRef:
         run_dir = self.run_dir(plan.run_id)
@@ -194,7 +200,10 @@ class LocalProvider(Provider):
         pid = status.get("pid")
         if status.get("state") in ("QUEUED", "RUNNING") and pid and _pid_alive(pid):
             return self._ref(plan.run_id, pid)  # already running: adopt, never twice
+        if status.get("state") == "SUCCEEDED":
+            return self._ref(plan.run_id, pid or 0)  # done: adopt, do not retrain
         request = plan.requests[0]
+        self._cancel_marker(plan.run_id).unlink(missing_ok=True)
         for sub in ("model", "checkpoints", "output"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(plan.spec.model_dump_json(indent=2))
@@ -205,10 +214,11 @@ class LocalProvider(Provider):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p
         )
+        (run_dir / "job.pid").unlink(missing_ok=True)
         log = open(run_dir / "job.log", "ab")  # noqa: SIM115 - handed to the child
-        (run_dir / "status.json").write_text(
-            json.dumps({"state": "QUEUED", "submitted_at": time.time()})
-        )
+        tmp = run_dir / ".status.json.submit"
+        tmp.write_text(json.dumps({"state": "QUEUED", "submitted_at": time.time()}))
+        os.replace(tmp, run_dir / "status.json")
         try:
             proc = subprocess.Popen(
                 request["command"],
@@ -224,9 +234,11 @@ class LocalProvider(Provider):
         finally:
             log.close()
         self._procs[plan.run_id] = proc
-        status = self._status(plan.run_id)
-        status.update(pid=proc.pid)
-        (run_dir / "status.json").write_text(json.dumps(status))
+        # job.pid is ours alone; status.json belongs to the child, which
+        # writes it atomically (a read-modify-write here could race with it)
+        tmp = run_dir / ".job.pid.tmp"
+        tmp.write_text(str(proc.pid))
+        os.replace(tmp, run_dir / "job.pid")
         return self._ref(plan.run_id, proc.pid)
 
     def _ref(self, run_id: str, pid: int) -> JobRef:
@@ -265,6 +277,15 @@ class LocalProvider(Provider):
         if state in ("QUEUED", "RUNNING") and pid and not _pid_alive(int(pid)):
             status = self._status(ref.run_id)  # it may have finished just now
             state = status.get("state", state)
+            if (
+                state in ("QUEUED", "RUNNING")
+                and self._cancel_marker(ref.run_id).exists()
+            ):
+                return JobStatus(
+                    state=JobState.CANCELLED,
+                    vendor_state="cancelled",
+                    message="cancelled before training started",
+                )
             if state in ("QUEUED", "RUNNING"):
                 return JobStatus(
                     state=JobState.FAILED,
@@ -299,11 +320,16 @@ class LocalProvider(Provider):
                     text=raw.decode("utf-8", "replace").rstrip("\n"), cursor=offset
                 )
 
+    def _cancel_marker(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "cancel_requested"
+
     def cancel_job(self, ref: JobRef) -> None:
         status = self._status(ref.run_id)
-        pid = status.get("pid")
+        pid = status.get("pid") or ref.extra.get("pid")
         if status.get("state") not in ("QUEUED", "RUNNING") or not pid:
             return
+        # a job killed before it could install its handler still reads CANCELLED
+        self._cancel_marker(ref.run_id).touch()
         try:
             os.killpg(int(pid), signal.SIGTERM)
         except ProcessLookupError:

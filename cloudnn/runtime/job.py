@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -145,6 +146,14 @@ def _collect_script_metrics(ctx: RuntimeContext) -> None:
     emit("finished", headline=headline, fit=None)
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived before the trainer took over the signal."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloudnn.runtime.job")
     parser.add_argument("--spec", required=True, help="spec JSON written at submit")
@@ -153,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from cloudnn.spec import Spec
 
+    # a cancel during start-up (imports, data loading) must end CANCELLED, not
+    # as a silent death; the trainer installs its own checkpointing handler
+    signal.signal(signal.SIGTERM, _on_sigterm)
     write_status("RUNNING", pid=os.getpid(), started_at=time.time())
     try:
         spec = Spec.model_validate_json(Path(ns.spec).read_text())
@@ -161,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             code = run_script(spec, ctx)
         else:
             code = run_builtin(spec, ctx, resume=not ns.no_resume)
+    except _Terminated:
+        write_status(
+            "CANCELLED",
+            exit_code=EXIT_PREEMPTED,
+            message="stopped by SIGTERM before training started",
+        )
+        return EXIT_PREEMPTED
     except BaseException as exc:  # record every way out, then re-raise
         if isinstance(exc, SystemExit) and not exc.code:
             raise

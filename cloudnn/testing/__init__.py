@@ -5,11 +5,16 @@ pytest, which ``import cloudnn`` never loads: only importing this package does.
 A provider binds it by mixing each abstract class with a
 :class:`ProviderFixtures` subclass that says how to get the provider::
 
-    class LoopbackFixtures(ProviderFixtures):
+    class FakeSageMaker(ProviderFixtures):
         @pytest.fixture(scope="class")
-        def provider(self, fake_sagemaker): return SageMakerProvider(endpoint_url=fake_sagemaker)
-    class TestPlans(AbstractPlanTests, LoopbackFixtures): pass
-    class TestJobs(AbstractJobTests, LoopbackFixtures): pass
+        @classmethod
+        def provider(cls, sagemaker_fake): return SageMakerProvider(endpoint_url=sagemaker_fake.url)
+    class TestSageMakerPlans(AbstractPlanTests, FakeSageMaker): pass
+
+Every fixture override is class-scoped (a ``@classmethod`` under
+``@pytest.fixture(scope="class")``), or wider. Bind :class:`AbstractJobTests` and :class:`AbstractEndpointTests` the same
+way. ``tests/test_contract_local.py`` is the reference binding (it shares one
+trained run between classes through module-scoped fixtures).
 
 Capability differences are fixtures, not ``if``s: ``capabilities`` (what it
 supports; default: all but ``provider.unsupported``), ``can_run`` (False skips

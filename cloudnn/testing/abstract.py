@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,13 @@ from cloudnn.provider import (
     EndpointRef,
     JobRef,
     JobState,
+    JobStatus,
     Provider,
 )
 from cloudnn.spec import Spec, is_uri
 from cloudnn.testing.fixtures import (
     ENDPOINT_CAPABILITIES,
     ContractJob,
-    _assert_state,
-    _json_round_trip,
-    _pure_dirs,
     assert_no_side_effects,
     log_events,
     spec_requiring,
@@ -81,6 +79,30 @@ def _wait_for_event(
             break
         time.sleep(float(getattr(provider, "poll_interval", 0.5)))
     raise AssertionError(f"job {ref.job_id} logged no {event!r} event")
+
+
+def _pure_dirs(state_dirs: Iterable[Path], *specs: Spec) -> list[Path]:
+    """``state_dirs`` plus the folders holding the specs' local data files."""
+    dirs = list(state_dirs)
+    for spec in specs:
+        for value in (spec.data.train, spec.data.validation, spec.data.test):
+            if value and not is_uri(value):
+                dirs.append(Path(value).parent)
+    return dirs
+
+
+def _json_round_trip(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` through JSON, as the run registry stores refs' ``extra``."""
+    return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
+
+
+def _assert_state(status: JobStatus, expected: JobState, lines: Iterable[str]) -> None:
+    if status.state is not expected:
+        tail = "\n".join(list(lines)[-20:])
+        raise AssertionError(
+            f"expected {expected.value}, got {status.state.value}: "
+            f"{status.message or '(no message)'}\nlast log lines:\n{tail}"
+        )
 
 
 def _with_epochs(spec: Spec, epochs: int) -> Spec:

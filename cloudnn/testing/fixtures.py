@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import random
 import secrets
@@ -29,13 +28,12 @@ from cloudnn.client import parse_event
 from cloudnn.provider import (
     Capability,
     JobRef,
-    JobState,
     JobStatus,
     LogLine,
     Provider,
     TrainingPlan,
 )
-from cloudnn.spec import Spec, is_uri
+from cloudnn.spec import Spec
 
 __all__ = [
     "ENDPOINT_CAPABILITIES",
@@ -505,27 +503,3 @@ class ProviderFixtures:
         )
         if reason:
             node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
-
-
-def _pure_dirs(state_dirs: Iterable[Path], *specs: Spec) -> list[Path]:
-    """``state_dirs`` plus the folders holding the specs' local data files."""
-    dirs = list(state_dirs)
-    for spec in specs:
-        for value in (spec.data.train, spec.data.validation, spec.data.test):
-            if value and not is_uri(value):
-                dirs.append(Path(value).parent)
-    return dirs
-
-
-def _json_round_trip(value: Mapping[str, Any]) -> dict[str, Any]:
-    """``value`` through JSON, as the run registry stores refs' ``extra``."""
-    return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
-
-
-def _assert_state(status: JobStatus, expected: JobState, lines: Iterable[str]) -> None:
-    if status.state is not expected:
-        tail = "\n".join(list(lines)[-20:])
-        raise AssertionError(
-            f"expected {expected.value}, got {status.state.value}: "
-            f"{status.message or '(no message)'}\nlast log lines:\n{tail}"
-        )
