@@ -652,8 +652,8 @@ def test_hyperparameter_args() -> None:
 def test_import_loads_no_torch_or_vendor_sdk() -> None:
     code = (
         "import sys\n"
-        "import cloudnn.runtime.context as c\n"
-        "c.context({})\n"
+        "from cloudnn.runtime import context\n"
+        "context({})\n"
         "heavy = ('torch', 'numpy', 'boto3', 'sagemaker', 'google.cloud', 'azure')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
         "             or m.startswith(heavy)))\n"
