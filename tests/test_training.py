@@ -17,6 +17,7 @@ import cloudnn
 from cloudnn.client import Client
 from cloudnn.local.provider import _pid_alive
 from cloudnn.runtime.checkpoint import checkpoint_files
+from cloudnn.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -168,18 +169,22 @@ def _read(path: Path) -> str:
         return ""
 
 
-def test_two_process_ddp_matches_single_process(digits_csv: Path, write_spec) -> None:
-    base = digits_spec(
-        digits_csv,
-        model={"type": "mlp", "hidden_sizes": [128], "dropout": 0.1},
-        train={"epochs": 25, "batch_size": 32, "seed": 0},
+def test_two_process_ddp_matches_single_process() -> None:
+    """The digits-mlp example, once in one process and once as 2-process DDP."""
+    folder = REPO / "examples" / "digits-mlp"
+    subprocess.run([PYTHON, "prepare.py"], cwd=folder, check=True, capture_output=True)
+    spec = load_spec(folder / "spec.yaml")
+    ddp_spec = spec.model_copy(
+        update={
+            "resources": spec.resources.model_copy(update={"processes_per_node": 2})
+        }
     )
     client = Client(quiet=True)
-    single = client.train(write_spec(base, "single.yaml"))
-    ddp_spec = {**base, "resources": {"processes_per_node": 2}}
-    ddp = client.train(write_spec(ddp_spec, "ddp.yaml"))
+    single = client.train(spec)
+    ddp = client.train(ddp_spec)
     a = single.metrics["test"]["accuracy"]
     b = ddp.metrics["test"]["accuracy"]
-    print(f"\nsingle-process test accuracy {a:.4f}, 2-process DDP {b:.4f}")
+    print(f"\ndigits-mlp test accuracy: 1 process {a:.4f}, 2-process DDP {b:.4f}")
+    assert single.metrics["world_size"] == 1
     assert ddp.metrics["world_size"] == 2
     assert abs(a - b) <= 0.01

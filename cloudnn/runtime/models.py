@@ -10,6 +10,7 @@ import importlib
 import inspect
 import math
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -75,7 +76,9 @@ class CNN(nn.Module):
         c, h, w = input_shape
         blocks: list[nn.Module] = []
         for out_c in channels:
-            blocks.append(nn.Conv2d(c, out_c, kernel_size, padding=kernel_size // 2))
+            # "same" padding; odd kernels as an int, which every exporter handles
+            pad: int | str = kernel_size // 2 if kernel_size % 2 else "same"
+            blocks.append(nn.Conv2d(c, out_c, kernel_size, padding=pad))
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(out_c))
             blocks.append(nn.ReLU())
@@ -97,8 +100,59 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
+class _UniStack(nn.Module):
+    """A unidirectional multi-layer LSTM/GRU; right padding cannot reach earlier steps."""
+
+    def __init__(
+        self, cell: str, input_size: int, hidden: int, layers: int, dropout: float
+    ) -> None:
+        super().__init__()
+        rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn_cls(
+            input_size,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+
+    def forward(self, x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return out
+
+
+class _BiLayer(nn.Module):
+    """One bidirectional layer whose backward pass starts at each sequence's end.
+
+    ``nn.LSTM(bidirectional=True)`` would run the backward direction through
+    the right padding first; reversing every sequence within its own length
+    (``rev``) keeps padding out of both directions and stays exportable
+    (a gather, no packed sequences).
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
+        self.fwd = rnn_cls(input_size, hidden, batch_first=True)
+        self.bwd = rnn_cls(input_size, hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+        x = self.drop(x)
+        f, _ = self.fwd(x)
+        b, _ = self.bwd(x.gather(1, rev.expand(-1, -1, x.shape[2])))
+        b = b.gather(
+            1, rev.expand(-1, -1, b.shape[2])
+        )  # the reversal is its own inverse
+        return torch.cat([f, b], dim=2)
+
+
 class RNN(nn.Module):
-    """LSTM/GRU over (N, T, F) sequences, or over token ids with an embedding."""
+    """LSTM/GRU over (N, T, F) sequences, or over token ids with an embedding.
+
+    Token id 0 is right padding: the lengths it implies decide the "last"
+    step, the mean's mask, and where the backward direction starts.
+    """
 
     def __init__(
         self,
@@ -121,34 +175,49 @@ class RNN(nn.Module):
             if self.text
             else None
         )
-        rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn_cls(
-            embedding_dim if self.text else num_features,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
+        size = embedding_dim if self.text else num_features
+        self.hidden_size = hidden_size
+        self.bidirectional = bidirectional
+        layers: list[nn.Module] = []
+        if bidirectional:
+            for i in range(num_layers):
+                # like nn.LSTM: dropout on the outputs of all but the last layer
+                layers.append(
+                    _BiLayer(cell, size, hidden_size, dropout if i > 0 else 0.0)
+                )
+                size = 2 * hidden_size
+        else:
+            layers.append(_UniStack(cell, size, hidden_size, num_layers, dropout))
+        self.layers = nn.ModuleList(layers)
         self.mean_pool = pooling == "mean"
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
-            mask = (x != 0).unsqueeze(-1).float()
+            mask = x != 0
             h = self.embed(x)
         else:
             if x.dim() == 2:  # tabular rows read as a sequence of scalars
                 x = x.unsqueeze(-1)
-            mask = torch.ones(x.shape[0], x.shape[1], 1, dtype=x.dtype, device=x.device)
+            mask = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool, device=x.device)
             h = x
-        out, _ = self.rnn(h)
+        lengths = mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
+        steps = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+        rev = torch.where(steps < lengths, lengths - 1 - steps, steps).unsqueeze(-1)
+        for layer in self.layers:
+            h = layer(h, rev)
         if self.mean_pool:
-            pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            keep = mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)
         else:
-            # last non-padding step of each sequence
-            lengths = mask.sum(1).squeeze(-1).long().clamp(min=1) - 1
-            pooled = out[torch.arange(out.shape[0], device=out.device), lengths]
+            rows = torch.arange(h.shape[0], device=h.device)
+            last = h[rows, lengths.squeeze(1) - 1]
+            if self.bidirectional:
+                # the backward direction has read the whole sequence at step 0
+                last = torch.cat(
+                    [last[:, : self.hidden_size], h[:, 0, self.hidden_size :]], dim=1
+                )
+            pooled = last
         return self.head(pooled)
 
 
@@ -290,48 +359,95 @@ def build_model(
     )
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _user_module(model_spec: Any, pre: Preprocessor, k: int) -> nn.Module:
+    """Import ``pkg.mod:factory`` and call it with the keywords it accepts."""
     module_name, _, attr = model_spec.module.partition(":")
-    if model_spec.path and model_spec.path not in sys.path:
-        sys.path.insert(0, model_spec.path)
+    if model_spec.path:
+        path = str(model_spec.path)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+        importlib.invalidate_caches()  # the folder may have been written just now
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, but also errors inside the module
         raise SpecError(
             "model.module",
-            f"cannot import {model_spec.module}: {type(exc).__name__}: {exc}".splitlines()[
-                0
-            ],
-            hint="check the module path and that the spec folder (or model.path) holds it",
+            f"cannot import {module_name}: {_one_line(exc)}",
+            hint="check the module path, and that the spec's folder (or model.path) "
+            "holds it",
         ) from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SpecError(
+            "model.module",
+            f"{module_name} has no callable {attr!r}",
+            hint=f"define `def {attr}(...)` returning an nn.Module in {module_name}",
+        )
+    params = dict(model_spec.params)
     offered = {
         "input_dim": int(math.prod(pre.input_shape)),
-        "input_shape": tuple(pre.input_shape),
+        "input_shape": tuple(int(d) for d in pre.input_shape),
         "num_outputs": k,
     }
     try:
-        params = inspect.signature(factory).parameters
+        signature: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins / C extensions: offer nothing
+        signature = None
+    if signature is not None:
+        accepted = signature.parameters
         takes_kwargs = any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()
         )
-        kwargs = {n: v for n, v in offered.items() if takes_kwargs or n in params}
-    except (TypeError, ValueError):
-        kwargs = {}
-    model = factory(**kwargs, **dict(model_spec.params))
+        kwargs = {
+            n: v
+            for n, v in offered.items()
+            if takes_kwargs
+            or (
+                n in accepted
+                and accepted[n].kind is not inspect.Parameter.POSITIONAL_ONLY
+            )
+        }
+        kwargs.update(params)  # model.params wins over what we offer
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            raise SpecError(
+                "model.params",
+                f"{model_spec.module}{signature} cannot take these arguments: {exc}",
+                hint="match model.params to the factory's parameters",
+            ) from None
+    else:
+        kwargs = params
+    model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise SpecError(
             "model.module",
-            f"{model_spec.module} returned {type(model).__name__}, not a torch.nn.Module",
-            hint="make the factory return an nn.Module",
+            f"{model_spec.module} returned {type(model).__name__}, "
+            "not a torch.nn.Module",
+            hint="make the factory return an nn.Module instance",
         )
     return model
 
 
 def to_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """Script the model (or trace it when scripting fails) for deployment."""
+    """Script ``model`` (or trace it with ``example`` when scripting fails).
+
+    The model is put in eval mode. Scripting keeps the batch size (and any
+    data-dependent branches) dynamic; tracing is the fallback for modules
+    with Python-only constructs.
+    """
     model = model.eval()
-    try:
-        return torch.jit.script(model)
-    except Exception:  # tracing covers modules with Python-only constructs
-        with torch.no_grad():
-            return torch.jit.trace(model, example, check_trace=False)
+    with warnings.catch_warnings():
+        # torch >= 2.10 marks TorchScript deprecated; it is still what
+        # TorchServe-style runtimes load, so keep the noise out of the logs
+        warnings.simplefilter("ignore")
+        try:
+            return torch.jit.script(model)
+        except Exception:
+            with torch.no_grad():
+                return torch.jit.trace(model, example, check_trace=False)
