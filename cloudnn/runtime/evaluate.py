@@ -269,9 +269,9 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, Any]:
             raise ValueError(f"y_true shape {yt.shape} but y_pred shape {yp.shape}")
         yp = yp.reshape(yt.shape)  # (N,) against (N, 1) and the like
     n = yt.shape[0] if yt.ndim else 1
-    yt, yp = yt.reshape(n, -1), yp.reshape(n, -1)
     if n == 0:
         return {"mse": None, "rmse": None, "mae": None, "r2": None, "count": 0}
+    yt, yp = yt.reshape(n, -1), yp.reshape(n, -1)
     err = yt - yp
     mse = (err**2).mean(0)
     mae = np.abs(err).mean(0)
@@ -570,9 +570,7 @@ def evaluation_report(
     else:
         report[split] = regression_metrics(y_true, y_pred)
     if history is not None:
-        report["fit"] = fit_diagnosis(
-            history, task=task, restored_epoch=restored_epoch
-        )
+        report["fit"] = fit_diagnosis(history, task=task, restored_epoch=restored_epoch)
     if groups is not None:
         report["groups"] = group_metrics(
             y_true, y_pred, groups, task=task, labels=labels

@@ -348,6 +348,7 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
 
     # decided once, outside the hot loop
     squeeze = spec.task == "regression" and y_tr.dim() == 1
+    on_cpu = device.type == "cpu"
     clip = cfg.grad_clip
 
     with _Preemption() as preemption:
@@ -359,7 +360,9 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
             if device.type != "cpu":
                 mine = mine.to(device)
             first = start_step if epoch == start_epoch else 0
-            loss_acc = torch.zeros((), device=device)
+            # CPU: a float is the cheapest running sum; on a GPU keep a tensor
+            # so the loop never waits for the device
+            loss_acc: Any = 0.0 if on_cpu else torch.zeros((), device=device)
             done_before = partial["steps"] if epoch == start_epoch else 0
             loss_before = partial["loss_sum"] if epoch == start_epoch else 0.0
             step = first
@@ -379,7 +382,7 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
                 if clip is not None:
                     nn.utils.clip_grad_norm_(net.parameters(), clip)
                 optimizer.step()
-                loss_acc += loss.detach()
+                loss_acc += loss.item() if on_cpu else loss.detach()
             else:
                 step = steps_per_epoch
             if preemption.requested and not dist.enabled:
