@@ -965,3 +965,91 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
 def saved_spec(text: str) -> Spec:
     """Reload a spec saved with a run (JSON) without requiring its data files."""
     return Spec.model_validate_json(text, context={"check_paths": False})
+
+
+# ------------------------------------------------------------------ reference
+
+
+def _type_text(ann: Any) -> str:
+    import types
+    import typing
+
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if ann is type(None):
+        return "null"
+    if origin is Literal:
+        return " \\| ".join(
+            f'`"{a}"`' if isinstance(a, str) else f"`{a}`" for a in args
+        )
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_text(a) for a in args)
+    if origin is Annotated:
+        return _type_text(args[0])
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return f"[{ann.__name__}](#{ann.__name__.lower()})"
+    if origin in (list, tuple, dict):
+        inner = ", ".join(_type_text(a) for a in args if a is not Ellipsis)
+        return f"{origin.__name__}[{inner}]"
+    return str(getattr(ann, "__name__", ann))
+
+
+def _constraints_text(metadata: list[Any]) -> str:
+    marks = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    parts = [
+        f"{sym} {getattr(m, attr)}"
+        for m in metadata
+        for attr, sym in marks.items()
+        if getattr(m, attr, None) is not None
+    ]
+    parts += [f"matches `{m.pattern}`" for m in metadata if getattr(m, "pattern", None)]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(ann):
+        found += _models_in(arg)
+    return found
+
+
+def reference_markdown() -> str:
+    """The spec reference (docs/spec.md), generated from the models themselves."""
+    import json as _json
+
+    lines = [
+        "# Spec reference",
+        "",
+        "Generated from `cloudnn/spec.py` by `cloudnn schema --markdown`; do not",
+        "edit by hand. Unknown keys are errors everywhere.",
+    ]
+    seen: list[type[BaseModel]] = []
+    queue: list[type[BaseModel]] = [Spec]
+    while queue:
+        model = queue.pop(0)
+        if model in seen:
+            continue
+        seen.append(model)
+        lines += ["", f"## {model.__name__}", ""]
+        doc = (model.__doc__ or "").strip().splitlines()
+        if doc:
+            lines += [doc[0], ""]
+        lines += ["| field | type | default | description |", "|---|---|---|---|"]
+        for name, info in model.model_fields.items():
+            if info.is_required():
+                default = "**required**"
+            elif info.default_factory is not None:
+                default = f"`{_json.dumps(info.default_factory())}`"  # type: ignore[call-arg]
+            elif isinstance(info.default, BaseModel):
+                default = "defaults"
+            else:
+                default = f"`{_json.dumps(info.default)}`"
+            desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
+            kind = _type_text(info.annotation) + _constraints_text(info.metadata)
+            lines.append(f"| `{name}` | {kind} | {default} | {desc} |")
+            queue += [m for m in _models_in(info.annotation) if m not in seen]
+    return "\n".join(lines) + "\n"

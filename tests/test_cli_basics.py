@@ -345,3 +345,13 @@ def test_validate_is_light(cloudnn_home: Path, spec_file: Path) -> None:
     found = _probe(["validate", str(spec_file)], cloudnn_home)
     assert found["heavy"] == []
     assert found["commands"] == ["cloudnn.cli.validate"]
+
+
+def test_docs_spec_reference_is_current() -> None:
+    """docs/spec.md is generated from the models; regenerate it when they change."""
+    from cloudnn.spec import reference_markdown
+
+    current = (REPO / "docs" / "spec.md").read_text(encoding="utf-8")
+    assert current == reference_markdown(), (
+        "docs/spec.md is stale: run `cloudnn schema --markdown -o docs/spec.md`"
+    )

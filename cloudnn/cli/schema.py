@@ -14,7 +14,12 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
     type=click.Path(dir_okay=False, writable=True),
     help="Write the schema to FILE instead of stdout.",
 )
-def cli(output: str | None) -> None:
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="Print the human-readable spec reference (docs/spec.md) instead.",
+)
+def cli(output: str | None, markdown: bool) -> None:
     """Print the JSON Schema of a cloudnn spec.
 
     \b
@@ -22,10 +27,12 @@ def cli(output: str | None) -> None:
       # yaml-language-server: $schema=cloudnn.schema.json
     """
     import json
-    from pathlib import Path
 
-    from cloudnn.spec import SPEC_VERSION, Spec
+    from cloudnn.spec import SPEC_VERSION, Spec, reference_markdown
 
+    if markdown:
+        _emit(reference_markdown(), output)
+        return
     # pydantic emits 2020-12 keywords ($defs, prefixItems) without naming the
     # dialect; validators and editors need "$schema" to pick the right one
     body = Spec.model_json_schema()
@@ -35,7 +42,12 @@ def cli(output: str | None) -> None:
         "title": f"cloudnn spec (version {SPEC_VERSION})",
         **body,
     }
-    text = json.dumps(schema, indent=2) + "\n"
+    _emit(json.dumps(schema, indent=2) + "\n", output)
+
+
+def _emit(text: str, output: str | None) -> None:
+    from pathlib import Path
+
     if output is None:
         click.echo(text, nl=False)
         return
