@@ -142,11 +142,12 @@ class Endpoint:
     def wait(self, *, timeout: float = 120.0) -> Endpoint:
         """Block until an endpoint deployed with ``wait=False`` answers."""
         if self.provider == "local":
+            from cloudnn.local import LocalProvider
             from cloudnn.local.serving import wait_local_endpoint
 
-            wait_local_endpoint(
-                self._client.provider("local"), self.ref, timeout=timeout
-            )  # type: ignore[arg-type]
+            provider = self._client.provider("local")
+            assert isinstance(provider, LocalProvider)
+            wait_local_endpoint(provider, self.ref, timeout=timeout)
         return self.refresh()
 
     def delete(self) -> None:

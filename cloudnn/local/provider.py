@@ -34,7 +34,7 @@ from cloudnn.provider import (
     TrainingPlan,
 )
 from cloudnn.runs import cloudnn_home
-from cloudnn.spec import Spec
+from cloudnn.spec import ScriptModel, Spec
 
 __all__ = ["LocalProvider"]
 
@@ -134,7 +134,9 @@ class LocalProvider(Provider):
             warnings.append("resources.max_runtime is enforced by cloud providers only")
         nprocs = spec.resources.processes_per_node
         hps: dict[str, Any] = (
-            dict(spec.model.hyperparameters) if spec.model.type == "script" else {}
+            dict(spec.model.hyperparameters)
+            if isinstance(spec.model, ScriptModel)
+            else {}
         )
         env = local_job_env(
             model_dir=str(run_dir / "model"),

@@ -63,4 +63,4 @@ def save_checkpoint(
 def load_checkpoint(path: Path) -> dict[str, Any]:
     # weights_only=False: the checkpoint holds RNG states and plain Python
     # history; it is written by this module only, inside the run directory.
-    return torch.load(path, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -233,7 +233,7 @@ def _detect(env: Mapping[str, str], *, probe_files: bool) -> Platform:
             raise ValueError(
                 f"CLOUDNN_PLATFORM={marker!r}: expected one of {', '.join(PLATFORMS)}"
             )
-        return marker  # type: ignore[return-value]
+        return marker
     if any(k in env for k in _SM_MARKERS) or (
         # A bring-your-own container without the toolkit gets no SM_*
         # variables, only the /opt/ml tree; probe it for the real process only.

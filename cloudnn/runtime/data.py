@@ -398,9 +398,9 @@ def _decode_image_file(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         mode = im.mode
         if mode in ("1", "L", "LA", "I", "I;16", "F"):
-            im = im.convert("L")
-        elif mode != "RGB":
-            im = im.convert("RGB")  # palette, RGBA, CMYK, ...: drop alpha
+            return np.asarray(im.convert("L"))
+        if mode != "RGB":
+            return np.asarray(im.convert("RGB"))  # palette, RGBA, CMYK: drop alpha
         return np.asarray(im)
 
 

@@ -575,7 +575,7 @@ def evaluation_report(
         report["groups"] = group_metrics(
             y_true, y_pred, groups, task=task, labels=labels
         )
-    return _json_safe(report)  # type: ignore[no-any-return]
+    return _json_safe(report)
 
 
 def _fmt(value: Any) -> str:

@@ -281,7 +281,7 @@ def _run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
     if fmt == "torchscript":
         ts = torch.jit.load(str(path), map_location="cpu").eval()
         with torch.inference_mode():
-            return ts(torch.from_numpy(x)).float().numpy()  # type: ignore[no-any-return]
+            return ts(torch.from_numpy(x)).float().numpy()
     ort = import_onnxruntime()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name

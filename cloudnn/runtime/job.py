@@ -83,7 +83,7 @@ def _launch(nprocs: int, run_id: str, entrypoint: Any, *args: Any) -> dict[int, 
         monitor_interval=0.2,
         start_method="spawn",
     )
-    return elastic_launch(config, entrypoint)(*args)  # type: ignore[no-any-return]
+    return elastic_launch(config, entrypoint)(*args)
 
 
 def run_builtin(spec: Any, ctx: RuntimeContext, *, resume: bool) -> int:

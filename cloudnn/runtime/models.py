@@ -312,7 +312,7 @@ def build_model(
                 hint="set model.input_shape, e.g. [1, 8, 8] for 64 pixel columns",
             )
         return CNN(
-            shape,  # type: ignore[arg-type]
+            shape,
             list(model_spec.channels),
             k,
             kernel_size=model_spec.kernel_size,

@@ -128,9 +128,9 @@ def predictions(model: nn.Module, ds: Dataset, task: str) -> np.ndarray:
 
     out = predict_batches(model, torch.from_numpy(np.ascontiguousarray(ds.x)))
     if task == "classification":
-        return out.argmax(1).numpy()  # type: ignore[no-any-return]
+        return out.argmax(1).numpy()
     pred = out.numpy()
-    return pred[:, 0] if pred.ndim == 2 and pred.shape[1] == 1 else pred  # type: ignore[no-any-return]
+    return pred[:, 0] if pred.ndim == 2 and pred.shape[1] == 1 else pred
 
 
 def finish_run(
@@ -179,13 +179,13 @@ def finish_run(
     (out_dir / "report.txt").write_text(format_report(_plain(metrics)) + "\n")
     _plots(out_dir, history, metrics, pre, spec.task)
     emit("finished", headline=metrics["headline"], fit=metrics["fit"].get("status"))
-    return metrics  # type: ignore[no-any-return]
+    return metrics
 
 
 def headline(metrics: dict[str, Any], task: str) -> dict[str, Any]:
     """The one number per split a user looks at first."""
     key = "accuracy" if task == "classification" else "r2"
-    out = {"metric": key}
+    out: dict[str, Any] = {"metric": key}
     for split in ("train", "validation", "test"):
         value = (metrics.get(split) or {}).get(key)
         if value is not None:

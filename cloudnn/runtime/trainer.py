@@ -363,7 +363,7 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
             # CPU: a float is the cheapest running sum; on a GPU keep a tensor
             # so the loop never waits for the device
             loss_acc: Any = 0.0 if on_cpu else torch.zeros((), device=device)
-            done_before = partial["steps"] if epoch == start_epoch else 0
+            done_before = int(partial["steps"]) if epoch == start_epoch else 0
             loss_before = partial["loss_sum"] if epoch == start_epoch else 0.0
             step = first
             for step in range(first, steps_per_epoch):

@@ -33,6 +33,7 @@ from cloudnn.provider import (
     JobState,
     JobStatus,
     Provider,
+    TrainingPlan,
 )
 from cloudnn.spec import Spec, is_uri
 from cloudnn.testing.fixtures import (
@@ -223,6 +224,7 @@ class AbstractPlanTests:
         spec = spec_requiring(
             contract_spec, capability, tmp_path, remote_data_uri=remote_data_uri
         )
+        plan: EndpointPlan | TrainingPlan
         if capability in ENDPOINT_CAPABILITIES:
             plan = provider.plan_endpoint(spec, plan_model_uri)
         else:

@@ -233,7 +233,7 @@ def _network_blocked(attempts: list[str]) -> Iterator[None]:
         attempts.append(what)
         return NetworkAccessError(f"network access during a pure call: {what}")
 
-    class _GuardedSocket(real_socket):
+    class _GuardedSocket(real_socket):  # type: ignore[misc,valid-type]
         def __new__(cls, *args: Any, **kwargs: Any) -> _GuardedSocket:
             raise refuse(f"socket.socket{args}")
 
