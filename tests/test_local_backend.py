@@ -188,3 +188,12 @@ def test_regression_with_groups(write_spec, tmp_path: Path) -> None:
     groups = run.metrics["groups"]
     assert set(groups["groups"]) == {"north", "south"}
     assert groups["flag"] is False
+
+
+def test_check_reports_each_provider() -> None:
+    code, out, _ = _invoke("check")
+    assert code == 0
+    assert "local    ready" in out
+    assert 'aws      not installed  (pip install "cloudnn[aws]")' in out
+    code, out, _ = _invoke("check", "--provider", "gcp")
+    assert code == 1 and 'pip install "cloudnn[gcp]"' in out

@@ -25,6 +25,7 @@ import click
 # the workflow from a new project to a live endpoint.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("cloudnn.cli.init", "cli", "Create a project from a template."),
+    "check": ("cloudnn.cli.check", "cli", "Check that providers are ready to use."),
     "validate": ("cloudnn.cli.validate", "cli", "Check spec files without training."),
     "schema": ("cloudnn.cli.schema", "cli", "Print the spec's JSON Schema."),
     "plan": ("cloudnn.cli.plan", "cli", "Show what a provider would be asked to run."),

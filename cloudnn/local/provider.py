@@ -85,20 +85,20 @@ class LocalProvider(Provider):
         import importlib.util
 
         has_torch = importlib.util.find_spec("torch") is not None
+        existing = self.home
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent  # the folder that would hold CLOUDNN_HOME
+        writable = os.access(existing, os.W_OK)
         return CheckReport(
             provider=self.name,
-            ok=has_torch,
+            ok=has_torch and writable,
             checks=(
                 (
                     "torch installed",
                     has_torch,
-                    "pip install torch" if not has_torch else "",
+                    "" if has_torch else "pip install torch",
                 ),
-                (
-                    "run directory writable",
-                    os.access(self.home.parent, os.W_OK) or self.home.exists(),
-                    str(self.home),
-                ),
+                ("run directory writable", writable, str(self.home)),
             ),
         )
 
