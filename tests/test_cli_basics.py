@@ -355,3 +355,17 @@ def test_docs_spec_reference_is_current() -> None:
     assert current == reference_markdown(), (
         "docs/spec.md is stale: run `cloudnn schema --markdown -o docs/spec.md`"
     )
+
+
+def test_debug_flag_also_works_after_the_command(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntask: classification\n")
+    out = subprocess.run(
+        [PYTHON, "-m", "cloudnn.cli.main", "validate", str(bad), "--debug"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.returncode == 2
+    assert "Traceback" in out.stderr
+    assert out.stderr.rstrip().splitlines()[-2].startswith("error: ")

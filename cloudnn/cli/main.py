@@ -177,8 +177,18 @@ def cli(debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (``cloudnn = "cloudnn.cli.main:main"``)."""
-    cli.main(args=argv, prog_name="cloudnn")
+    """Console-script entry point (``cloudnn = "cloudnn.cli.main:main"``).
+
+    ``--debug`` is accepted anywhere on the line (``cloudnn train x --debug``),
+    since a failing command is usually re-run by appending it.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:] and "--" not in args[: args.index("--debug")]:
+        args.remove("--debug")
+        args.insert(0, "--debug")
+    cli.main(args=args, prog_name="cloudnn")
 
 
 if __name__ == "__main__":
