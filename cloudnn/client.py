@@ -157,12 +157,13 @@ class Client:
 
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
-            prov = get_provider(name)
             if name == "local":
+                # the built-in backend keeps its runs under this client's home
                 from cloudnn.local import LocalProvider
 
-                prov = LocalProvider(home=self.registry.home)
-            self._providers[name] = prov
+                self._providers[name] = LocalProvider(home=self.registry.home)
+            else:
+                self._providers[name] = get_provider(name)
         return self._providers[name]
 
     # -- planning ------------------------------------------------------------
