@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudnn.errors import CloudnnError, CloudnnTimeoutError, JobFailedError, SpecError
-from cloudnn.provider import JobRef, JobState, JobStatus, Provider, TrainingPlan
+from cloudnn.provider import (
+    EVENT_PREFIX,
+    JobRef,
+    JobState,
+    JobStatus,
+    Provider,
+    TrainingPlan,
+)
 from cloudnn.registry import get_provider
 from cloudnn.runs import RunRecord, RunRegistry
 from cloudnn.spec import Spec, load_spec, spec_from_dict
@@ -27,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Run", "SpecLike", "as_spec"]
 
 SpecLike = Spec | str | os.PathLike[str] | dict[str, Any]
-EVENT_PREFIX = "::cloudnn:: "
 
 
 def as_spec(spec: SpecLike) -> tuple[Spec, str]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cloudnn.spec import Spec
 
 __all__ = [
+    "EVENT_PREFIX",
     "Capability",
     "CheckReport",
     "EndpointPlan",
@@ -45,6 +46,12 @@ __all__ = [
     "Provider",
     "TrainingPlan",
 ]
+
+
+#: prefix of the structured progress events a job prints to its log
+#: (``::cloudnn:: {"event": "epoch", ...}``); clients parse them from any
+#: provider's log stream
+EVENT_PREFIX = "::cloudnn:: "
 
 
 class Capability(str, enum.Enum):

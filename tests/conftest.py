@@ -55,6 +55,15 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
     return _write
 
 
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    """A CSV with a header row: the format most specs in the tests read."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
 def digits_spec(data_path: Path, /, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": "digits",

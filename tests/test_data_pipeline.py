@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_csv
 
 from cloudnn.errors import SpecError
 from cloudnn.runtime.data import (
@@ -19,14 +20,6 @@ from cloudnn.runtime.data import (
 from cloudnn.spec import DataSpec
 
 
-def _csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
 @pytest.fixture
 def table(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
@@ -36,7 +29,7 @@ def table(tmp_path: Path) -> Path:
         a = rng.normal(loc=i % 3)
         b = "" if i == 5 else f"{rng.normal(10, 2):.3f}"  # one missing value
         rows.append([f"{a:.4f}", b, "north" if i % 2 else "south", label])
-    return _csv(tmp_path / "t.csv", ["a", "b", "region", "animal"], rows)
+    return write_csv(tmp_path / "t.csv", ["a", "b", "region", "animal"], rows)
 
 
 def test_csv_split_is_deterministic_stratified_and_disjoint(table: Path) -> None:
@@ -90,7 +83,7 @@ def test_preprocessor_round_trip_and_serving_inputs(
 
 
 def test_non_numeric_feature_names_the_column(tmp_path: Path) -> None:
-    path = _csv(
+    path = write_csv(
         tmp_path / "bad.csv", ["a", "colour", "y"], [[1, "red", 0], [2, "blue", 1]]
     )
     with pytest.raises(SpecError) as info:
@@ -100,7 +93,7 @@ def test_non_numeric_feature_names_the_column(tmp_path: Path) -> None:
 
 
 def test_single_class_label_is_refused(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "one.csv", ["a", "y"], [[i, 1] for i in range(20)])
+    path = write_csv(tmp_path / "one.csv", ["a", "y"], [[i, 1] for i in range(20)])
     with pytest.raises(SpecError, match="distinct"):
         load_datasets(DataSpec(train=str(path)), "classification")
 
@@ -113,7 +106,7 @@ def test_npz_sequences_and_input_shape(tmp_path: Path) -> None:
     )
     assert pre.kind == "sequence" and pre.input_shape == (7, 2)
     assert tr.x.shape[1:] == (7, 2) and tr.x.dtype == np.float32
-    flat = _csv(
+    flat = write_csv(
         tmp_path / "flat.csv",
         [f"p{i}" for i in range(4)] + ["y"],
         [[i, i + 1, i + 2, i + 3, i % 2] for i in range(30)],
@@ -151,7 +144,7 @@ def test_image_folder(tmp_path: Path) -> None:
 
 def test_text_vocabulary_from_train_only(tmp_path: Path) -> None:
     rows = [["good thing", "pos"], ["bad thing", "neg"]] * 20 + [["zebra", "pos"]]
-    path = _csv(tmp_path / "t.csv", ["text", "label"], rows)
+    path = write_csv(tmp_path / "t.csv", ["text", "label"], rows)
     spec = DataSpec.model_validate(
         {"train": str(path), "text": {"column": "text", "max_length": 4}}
     )

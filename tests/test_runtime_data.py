@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import write_csv
 
 from cloudnn.errors import SpecError
 from cloudnn.runtime.data import (
@@ -23,14 +24,6 @@ from cloudnn.runtime.data import (
     tokenize,
 )
 from cloudnn.spec import DataSpec
-
-
-def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def _spec(**kw: Any) -> DataSpec:
@@ -56,7 +49,7 @@ def animals(tmp_path: Path) -> Path:
                 label,
             ]
         )
-    return _csv(tmp_path / "animals.csv", ["a", "b", "region", "animal"], rows)
+    return write_csv(tmp_path / "animals.csv", ["a", "b", "region", "animal"], rows)
 
 
 # ------------------------------------------------------------------ torch-free
@@ -133,7 +126,7 @@ def test_split_is_deterministic_stratified_disjoint(animals: Path) -> None:
 def test_regression_split_is_not_stratified_and_targets_are_float(
     tmp_path: Path,
 ) -> None:
-    path = _csv(tmp_path / "r.csv", ["x", "y"], [[i, i * 0.5] for i in range(50)])
+    path = write_csv(tmp_path / "r.csv", ["x", "y"], [[i, i * 0.5] for i in range(50)])
     tr, va, te, pre = load_datasets(_spec(train=str(path)), "regression")
     assert tr.y.dtype == np.float32 and tr.y.ndim == 1
     assert len(tr) + len(va) + len(te) == 50
@@ -143,12 +136,14 @@ def test_regression_split_is_not_stratified_and_targets_are_float(
 
 
 def test_statistics_come_from_the_train_split_only(tmp_path: Path) -> None:
-    train = _csv(
+    train = write_csv(
         tmp_path / "tr.csv", ["a", "b", "y"], [[i, 5.0, i % 2] for i in range(20)]
     )
     # validation/test are far away: their values must not move the statistics
-    val = _csv(tmp_path / "va.csv", ["a", "b", "y"], [[1000, 99, 0], [2000, 99, 1]])
-    tst = _csv(tmp_path / "te.csv", ["a", "b", "y"], [[-500, 99, 1], [0, 99, 0]])
+    val = write_csv(
+        tmp_path / "va.csv", ["a", "b", "y"], [[1000, 99, 0], [2000, 99, 1]]
+    )
+    tst = write_csv(tmp_path / "te.csv", ["a", "b", "y"], [[-500, 99, 1], [0, 99, 0]])
     spec = _spec(train=str(train), validation=str(val), test=str(tst))
     tr, va, te, pre = load_datasets(spec, "classification")
     a = np.arange(20.0)
@@ -176,7 +171,7 @@ def test_split_statistics_ignore_held_out_rows(animals: Path) -> None:
 
 
 def test_missing_values_are_imputed_with_the_train_mean(tmp_path: Path) -> None:
-    path = _csv(
+    path = write_csv(
         tmp_path / "m.csv", ["a", "y"], [[1, 0], ["", 1], [3, 0], [5, 1], [None, 0]]
     )
     tr, _, _, pre = load_datasets(_no_split(train=str(path)), "classification")
@@ -309,13 +304,13 @@ def test_image_folder_colour_resize_and_serving_the_decoded_file(
 
 
 def test_text_vocabulary_padding_and_transform(tmp_path: Path) -> None:
-    train = _csv(
+    train = write_csv(
         tmp_path / "tr.csv",
         ["review", "label"],
         [["Great film, GREAT cast!", "pos"], ["awful plot", "neg"]] * 5
         + [["rare words here and there", "pos"]],
     )
-    test = _csv(tmp_path / "te.csv", ["review", "label"], [["zebra great", "pos"]])
+    test = write_csv(tmp_path / "te.csv", ["review", "label"], [["zebra great", "pos"]])
     spec = _spec(
         train=str(train),
         validation=str(test),
@@ -348,7 +343,7 @@ def test_preprocessor_json_round_trip_and_transform_matches_training(
     tmp_path: Path,
 ) -> None:
     rows = [[i * 1.5, (i * 7) % 5, f"{i % 3}"] for i in range(30)]
-    path = _csv(tmp_path / "t.csv", ["height", "width", "kind"], rows)
+    path = write_csv(tmp_path / "t.csv", ["height", "width", "kind"], rows)
     tr, _, _, pre = load_datasets(_no_split(train=str(path)), "classification")
     pre.save(tmp_path)
     loaded = Preprocessor.load(tmp_path)
@@ -386,7 +381,7 @@ def test_transform_rejects_wrong_shapes_with_one_line_messages(animals: Path) ->
 
 def test_flat_rows_reshaped_by_input_shape(tmp_path: Path) -> None:
     rows = [[*(float(v) for v in range(i, i + 64)), i % 2] for i in range(20)]
-    path = _csv(tmp_path / "px.csv", [f"p{i}" for i in range(64)] + ["y"], rows)
+    path = write_csv(tmp_path / "px.csv", [f"p{i}" for i in range(64)] + ["y"], rows)
     tr, _, _, pre = load_datasets(
         _no_split(train=str(path)), "classification", input_shape=(1, 8, 8)
     )
@@ -410,7 +405,7 @@ def _field(spec: DataSpec, task: str = "classification") -> str:
 
 
 def test_bad_data_names_the_spec_field(tmp_path: Path) -> None:
-    ok = _csv(tmp_path / "ok.csv", ["a", "y"], [[i, i % 2] for i in range(10)])
+    ok = write_csv(tmp_path / "ok.csv", ["a", "y"], [[i, i % 2] for i in range(10)])
     assert _field(_spec(train=str(ok), target="label")) == "data.target"
     assert _field(_spec(train=str(ok), features=["a", "zz"])) == "data.features"
     assert _field(_spec(train=str(ok), group_column="g")) == "data.group_column"
@@ -423,20 +418,20 @@ def test_bad_data_names_the_spec_field(tmp_path: Path) -> None:
     header.write_text("a,y\n")
     assert _field(_spec(train=str(header))) == "data.train"
 
-    one = _csv(tmp_path / "one.csv", ["a", "y"], [[i, "same"] for i in range(10)])
+    one = write_csv(tmp_path / "one.csv", ["a", "y"], [[i, "same"] for i in range(10)])
     with pytest.raises(SpecError, match="distinct") as info:
         load_datasets(_spec(train=str(one)), "classification")
     assert info.value.field == "data.target"
 
-    text = _csv(tmp_path / "s.csv", ["a", "colour", "y"], [[1, "red", 0]] * 4)
+    text = write_csv(tmp_path / "s.csv", ["a", "colour", "y"], [[1, "red", 0]] * 4)
     with pytest.raises(SpecError, match="'colour'") as info:
         load_datasets(_spec(train=str(text)), "classification")
     assert info.value.field == "data.features"
 
-    unseen = _csv(tmp_path / "unseen.csv", ["a", "y"], [[1, 7]])
+    unseen = write_csv(tmp_path / "unseen.csv", ["a", "y"], [[1, 7]])
     assert _field(_spec(train=str(ok), validation=str(unseen))) == "data.target"
 
-    words = _csv(tmp_path / "w.csv", ["a", "y"], [[1, "high"], [2, "low"]])
+    words = write_csv(tmp_path / "w.csv", ["a", "y"], [[1, "high"], [2, "low"]])
     assert _field(_spec(train=str(words)), "regression") == "data.target"
 
     np.savez(tmp_path / "nokeys.npz", features=np.zeros((4, 2)))

@@ -24,6 +24,7 @@ from typing import Any
 
 from cloudnn.runtime.context import RuntimeContext, context, hyperparameter_args
 
+#: exit status after SIGTERM: checkpoint saved, job stopped on purpose (128 + 15)
 EXIT_PREEMPTED = 143
 
 

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudnn.provider import EVENT_PREFIX
 from cloudnn.runtime import checkpoint as ckpt
 from cloudnn.runtime.context import RuntimeContext
+from cloudnn.runtime.job import EXIT_PREEMPTED
 
 if TYPE_CHECKING:
     from cloudnn.runtime.data import Dataset
@@ -34,11 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainResult", "emit", "train"]
 
-EVENT_PREFIX = "::cloudnn:: "
 #: rows used to measure the training metric each epoch (eval mode, no dropout)
 TRAIN_METRIC_ROWS = 2048
-#: exit status after SIGTERM: checkpoint saved, job stopped on purpose (128 + 15)
-EXIT_PREEMPTED = 143
 
 
 def emit(event: str, **fields: Any) -> None:
