@@ -27,6 +27,7 @@ from cloudnn.errors import (
     QuotaExceededError,
     SpecError,
     ThrottledError,
+    TransientError,
     UnsupportedFeatureError,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "ThrottledError",
+    "TransientError",
     "UnsupportedFeatureError",
     "__version__",
     "deploy",

@@ -5,7 +5,7 @@ exceptions are mapped at the provider boundary with ``raise ... from exc``,
 so callers only ever catch these::
 
     CloudnnError                    .hint: "To fix: ..." text; .exit_code
-    ├── SpecError                   malformed spec; .field names the path (exit 2)
+    ├── SpecError                   bad input (spec field, option, path); .field names it (exit 2)
     ├── UnsupportedFeatureError     a provider cannot do what the spec asks (exit 2)
     ├── ProviderNotInstalledError   names the pip extra to install (exit 2)
     ├── NotFoundError               unknown run, endpoint or template (exit 2)
@@ -15,13 +15,16 @@ so callers only ever catch these::
     ├── AuthenticationError         missing or rejected credentials (exit 2)
     ├── QuotaExceededError          account quota for the instance type (exit 1)
     ├── CapacityError               no capacity for the instance type now (exit 1)
-    ├── ThrottledError              the API throttled us past the retry budget (exit 1)
+    ├── TransientError              a temporary provider failure (5xx, reset); retried (exit 1)
+    │   └── ThrottledError          the API throttled us past the retry budget (exit 1)
     ├── JobFailedError              the training job ended FAILED (exit 1)
     ├── EndpointError               an endpoint failed, refused or is unreachable (exit 1)
     └── CloudnnTimeoutError         waited longer than asked (exit 1)
 
 Exit code 2 means "your input needs to change"; 1 means "the provider or the
-job failed".
+job failed". ``retryable`` errors (transient, throttled) are retried by
+:mod:`cloudnn.retry`, honouring ``retry_after`` (seconds) when the service
+said how long to wait; nothing else is ever retried.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "QuotaExceededError",
     "SpecError",
     "ThrottledError",
+    "TransientError",
     "UnsupportedFeatureError",
 ]
 
@@ -49,11 +53,19 @@ class CloudnnError(Exception):
     """Root of every cloudnn error: a one-line message plus a fix hint."""
 
     exit_code: int = 1
+    retryable: bool = False
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message
@@ -90,12 +102,25 @@ class UnsupportedFeatureError(CloudnnError):
     ) -> None:
         self.provider = provider
         self.rows = rows
-        features = ", ".join(f for f, _ in rows)
-        first_reason = rows[0][1] if rows else ""
+        if len(rows) == 1:
+            feature, reason = rows[0]
+            message = f"provider {provider!r} does not support {feature}: {reason}"
+        else:
+            features = ", ".join(f for f, _ in rows)
+            message = (
+                f"provider {provider!r} does not support {len(rows)} things this "
+                f"spec asks for: {features}"
+            )
         super().__init__(
-            f"provider {provider!r} does not support: {features} ({first_reason})",
-            hint=hint or "change the spec or pick another --provider",
+            message, hint=hint or "change the spec or pick another --provider"
         )
+
+    def table(self) -> list[str]:
+        """The ``Feature | Reason`` rows as aligned text lines."""
+        width = max([len("Feature"), *(len(f) for f, _ in self.rows)])
+        lines = [f"  {'Feature':<{width}}  Reason"]
+        lines += [f"  {f:<{width}}  {r}" for f, r in self.rows]
+        return lines
 
 
 class ProviderNotInstalledError(CloudnnError):
@@ -134,8 +159,14 @@ class CapacityError(CloudnnError):
     pass
 
 
-class ThrottledError(CloudnnError):
-    pass
+class TransientError(CloudnnError):
+    """A temporary provider failure (5xx, connection reset, unavailable)."""
+
+    retryable = True
+
+
+class ThrottledError(TransientError):
+    """The API throttled the calls (retried; raised past the retry budget)."""
 
 
 class JobFailedError(CloudnnError):

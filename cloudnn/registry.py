@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cloudnn.errors import ProviderNotInstalledError
 
@@ -21,7 +21,9 @@ __all__ = [
     "available_providers",
     "get_provider",
     "known_providers",
+    "provider_class",
     "register_provider",
+    "unregister_provider",
 ]
 
 ENTRY_POINT_GROUP = "cloudnn.providers"
@@ -52,6 +54,11 @@ def register_provider(
     _REGISTERED[name] = target
 
 
+def unregister_provider(name: str) -> None:
+    """Forget a :func:`register_provider` registration (entry points stay)."""
+    _REGISTERED.pop(name, None)
+
+
 def known_providers() -> list[str]:
     """Every provider name cloudnn knows of, installed or not."""
     return sorted(set(_KNOWN) | set(_entry_points()) | set(_REGISTERED))
@@ -68,8 +75,12 @@ def _load(target: str) -> type[Provider]:
     return getattr(module, attr)  # type: ignore[no-any-return]
 
 
-def get_provider(name: str) -> Provider:
-    """Instantiate provider ``name``; raise with the pip command if it is missing."""
+def provider_class(name: str) -> type[Provider]:
+    """The class of provider ``name``; raise with the pip command if it is missing.
+
+    Precedence: :func:`register_provider`, then the ``cloudnn.providers``
+    entry points, then the built-in table of known names.
+    """
     target: str | type[Provider] | None = _REGISTERED.get(name)
     if target is None:
         target = _entry_points().get(name)
@@ -92,4 +103,32 @@ def get_provider(name: str) -> Provider:
             ) from exc
     else:
         cls = target
-    return cls()
+    return cls
+
+
+def get_provider(name: str, **options: Any) -> Provider:
+    """An instance of provider ``name`` built with ``options`` (``home=``, region, ...).
+
+    An option the provider does not take is a :class:`SpecError` naming it.
+    """
+    import inspect
+
+    cls = provider_class(name)
+    params = inspect.signature(cls).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            from cloudnn.errors import SpecError
+
+            raise SpecError(
+                f"providers.{name}",
+                f"unknown option(s) {', '.join(map(repr, unknown))} for provider "
+                f"{name!r}",
+                hint=(
+                    "use one of: " + ", ".join(sorted(accepted - {"home"}))
+                    if accepted - {"home"}
+                    else f"provider {name!r} takes no options"
+                ),
+            )
+    return cls(**options)

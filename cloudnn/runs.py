@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudnn.errors import NotFoundError
+from cloudnn.errors import NotFoundError, SpecError
 
-__all__ = ["EndpointRecord", "RunRecord", "RunRegistry", "cloudnn_home"]
+__all__ = [
+    "EndpointRecord",
+    "RunRecord",
+    "RunRegistry",
+    "cloudnn_home",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -31,6 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     state       TEXT NOT NULL,
     job_id      TEXT NOT NULL DEFAULT '',
     run_dir     TEXT NOT NULL DEFAULT '',
+    model_uri   TEXT NOT NULL DEFAULT '',
+    output_uri  TEXT NOT NULL DEFAULT '',
     message     TEXT NOT NULL DEFAULT '',
     metrics     TEXT NOT NULL DEFAULT '{}',
     extra       TEXT NOT NULL DEFAULT '{}',
@@ -50,6 +57,13 @@ CREATE TABLE IF NOT EXISTS endpoints (
 """
 
 
+# columns added after the first release: ALTERed into older registry files
+_ADDED_COLUMNS = (
+    ("runs", "model_uri", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "output_uri", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
 def cloudnn_home() -> Path:
     """``$CLOUDNN_HOME`` or ``~/.cloudnn``."""
     return Path(os.environ.get("CLOUDNN_HOME") or Path.home() / ".cloudnn")
@@ -66,6 +80,8 @@ class RunRecord:
     state: str
     job_id: str
     run_dir: str
+    model_uri: str
+    output_uri: str
     message: str
     metrics: dict[str, Any]
     extra: dict[str, Any]
@@ -93,7 +109,10 @@ _JSON_COLUMNS = ("metrics", "extra")
 
 
 class RunRegistry:
-    """SQLite-backed registry; safe for several CLI processes at once."""
+    """SQLite-backed registry; safe for several CLI processes at once.
+
+    Only :class:`cloudnn.Client` writes it; providers keep their own state.
+    """
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home = Path(home) if home is not None else cloudnn_home()
@@ -104,21 +123,69 @@ class RunRegistry:
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
+    def _prepare(self) -> None:
+        """Create the home folder; refuse one that is not a usable folder."""
+        if self.home.exists() and not self.home.is_dir():
+            raise SpecError(
+                f"CLOUDNN_HOME={self.home}",
+                "is a file, not a folder",
+                hint="point CLOUDNN_HOME at a folder (or unset it for ~/.cloudnn)",
+            )
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpecError(
+                f"CLOUDNN_HOME={self.home}",
+                f"cannot create it: {exc.strerror}",
+                hint="point CLOUDNN_HOME at a folder you can write",
+            ) from exc
+        if not os.access(self.home, os.W_OK | os.X_OK):
+            raise SpecError(
+                f"CLOUDNN_HOME={self.home}",
+                "is not writable",
+                hint="point CLOUDNN_HOME at a folder you can write",
+            )
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         if not self._ready:
-            self.home.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=30)
-        if not self._ready:
-            with db:
-                db.executescript(_SCHEMA)
-            self._ready = True
-        db.row_factory = sqlite3.Row
+            self._prepare()
         try:
+            db = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as exc:
+            raise self._broken(exc) from exc
+        try:
+            if not self._ready:
+                with db:
+                    db.executescript(_SCHEMA)
+                    have = {
+                        (table, row[1])
+                        for table in ("runs",)
+                        for row in db.execute(f"PRAGMA table_info({table})")
+                    }
+                    for table, column, decl in _ADDED_COLUMNS:
+                        if (table, column) not in have:
+                            db.execute(
+                                f"ALTER TABLE {table} ADD COLUMN {column} {decl}"
+                            )
+                self._ready = True
+            db.row_factory = sqlite3.Row
             with db:
                 yield db
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise self._broken(exc) from exc
         finally:
             db.close()
+
+    def _broken(self, exc: sqlite3.Error) -> SpecError:
+        return SpecError(
+            str(self.path),
+            f"the run registry cannot be read ({exc})",
+            hint=f"move {self.path} aside (runs and endpoints recorded in it are "
+            "forgotten, their files stay), or point CLOUDNN_HOME elsewhere",
+        )
 
     # -- runs ------------------------------------------------------------
 
@@ -131,15 +198,16 @@ class RunRegistry:
         spec_hash: str,
         spec_json: str,
         spec_path: str = "",
-        run_dir: str = "",
+        model_uri: str = "",
+        output_uri: str = "",
         state: str = "PLANNED",
     ) -> RunRecord:
         now = time.time()
         with self._connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO runs (run_id, name, provider, spec_hash, "
-                "spec_json, spec_path, state, run_dir, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "spec_json, spec_path, state, model_uri, output_uri, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     name,
@@ -148,7 +216,8 @@ class RunRegistry:
                     spec_json,
                     spec_path,
                     state,
-                    run_dir,
+                    model_uri,
+                    output_uri,
                     now,
                     now,
                 ),

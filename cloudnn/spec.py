@@ -11,6 +11,7 @@ import csv
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -64,7 +65,9 @@ _URI_SCHEMES = ("s3://", "gs://", "azureml://", "https://", "http://", "abfss://
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: YAML's .inf/.nan would validate, then be written to
+    # spec.json as null and fail inside the job with no field named
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class _SpecValueError(ValueError):
@@ -304,6 +307,40 @@ class DataSpec(_Strict):
             )
         return v
 
+    @model_validator(mode="after")
+    def _columns_apart(self) -> DataSpec:
+        features = self.features or []
+        seen: set[str] = set()
+        for name in features:
+            if name in seen:
+                raise _SpecValueError(
+                    f"lists column {name!r} twice",
+                    field="features",
+                    hint="list each feature column once",
+                )
+            seen.add(name)
+        if self.target is not None and self.target in seen:
+            raise _SpecValueError(
+                f"lists the target column {self.target!r}: the model would be "
+                "given the label it has to predict",
+                field="features",
+                hint=f"remove {self.target!r} from data.features",
+            )
+        if self.target is not None and self.group_column == self.target:
+            raise _SpecValueError(
+                f"is the target column {self.target!r}",
+                field="group_column",
+                hint="name the column that holds the groups (e.g. region), "
+                "not the label",
+            )
+        if self.text is not None and self.text.column == self.target:
+            raise _SpecValueError(
+                f"is the target column {self.target!r}",
+                field="text.column",
+                hint="name the column that holds the text, not the label",
+            )
+        return self
+
 
 # --------------------------------------------------------------------- train
 
@@ -404,6 +441,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: longest max_runtime accepted (the clouds' own limits are far lower)
+_MAX_DURATION = 365 * 86400
+
 _DURATION_HINT = "use seconds (3600) or a number with s, m, h or d: '90m', '2h', '1d'"
 
 
@@ -414,7 +454,10 @@ def _parse_duration(value: int | float | str) -> int:
             hint=_DURATION_HINT,
         )
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         m = _DURATION.match(value)
         if not m:
@@ -425,6 +468,12 @@ def _parse_duration(value: int | float | str) -> int:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     if seconds <= 0:
         raise _SpecValueError("must be positive", hint=_DURATION_HINT)
+    if not math.isfinite(seconds) or seconds > _MAX_DURATION:
+        shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "..."
+        raise _SpecValueError(
+            f"{shown} is not a usable duration (at most {_MAX_DURATION // 86400} days)",
+            hint=_DURATION_HINT,
+        )
     return int(seconds)
 
 
@@ -544,6 +593,15 @@ class AWSOptions(_Strict):
     image_uri: str | None = None
     subnets: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
+    kms_key_id: str | None = Field(
+        default=None, description="KMS key for the output, volumes and endpoint."
+    )
+    volume_size_gb: PositiveInt = Field(
+        default=30, description="Training instance storage (GB)."
+    )
+    network_isolation: bool = Field(
+        default=False, description="No outbound network from the job's container."
+    )
     tags: dict[str, str] = Field(default_factory=dict)
 
 
@@ -556,6 +614,14 @@ class GCPOptions(_Strict):
     service_account: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     machine_type: str | None = None
     image_uri: str | None = None
+    network: str | None = Field(
+        default=None,
+        description="VPC network: projects/<number>/global/networks/<name>.",
+    )
+    kms_key_name: str | None = Field(
+        default=None, description="CMEK key for the job, model and endpoint."
+    )
+    boot_disk_size_gb: PositiveInt = 100
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -614,6 +680,22 @@ class Spec(_Strict):
     providers: ProvidersSpec = ProvidersSpec()
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, raw: Any) -> Any:
+        # also reaches the free-form mappings (model.params, hyperparameters)
+        # that allow_inf_nan cannot: JSON has no inf/nan, spec.json would say null
+        where = _non_finite_path(raw)
+        if where is not None:
+            path, value = where
+            raise _SpecValueError(
+                f"must be a finite number, got {value}",
+                field=path,
+                hint="use an ordinary number (YAML's .inf and .nan are not "
+                "allowed in a spec)",
+            )
+        return raw
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
         if self.resources.spot and not self.train.checkpoint.enabled:
@@ -628,6 +710,21 @@ class Spec(_Strict):
                 "model.type transformer needs data.text (token ids)",
                 field="data.text",
                 hint="add `text: {column: <your text column>}` under data:",
+            )
+        loss = self.train.loss
+        if self.task == "classification" and loss in _REGRESSION_LOSSES:
+            raise _SpecValueError(
+                f"{loss!r} is a regression loss, but task is classification",
+                field="train.loss",
+                hint="use loss: cross_entropy (or auto) for classification, "
+                "or set task: regression",
+            )
+        if self.task == "regression" and loss == "cross_entropy":
+            raise _SpecValueError(
+                "'cross_entropy' is a classification loss, but task is regression",
+                field="train.loss",
+                hint="use loss: mse, mae or huber (or auto) for regression, "
+                "or set task: classification",
             )
         if self.task == "regression" and self.train.label_smoothing:
             raise _SpecValueError(
@@ -650,6 +747,26 @@ class Spec(_Strict):
         return yaml.safe_dump(
             self.model_dump(mode="json", exclude_defaults=True), sort_keys=False
         )
+
+
+_REGRESSION_LOSSES = ("mse", "mae", "huber")
+
+
+def _non_finite_path(value: Any, path: str = "") -> tuple[str, float] | None:
+    """(dotted path, value) of the first NaN/infinite float in ``value``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "<spec>", value)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _non_finite_path(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _non_finite_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 # -------------------------------------------------------------------- loading
@@ -689,17 +806,108 @@ _MODEL_TAGS = ("mlp", "cnn", "rnn", "transformer", "module", "script")
 _FIELD_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$")
 
 
+# pydantic's names for schema steps that are not keys the user wrote: union
+# member tags ("constrained-int", "literal['auto']", "function-after[...]",
+# "list[int]", ...) and the bare type names it uses for str | int | ... unions
+_INTERNAL_LOC = re.compile(
+    r"^(?:[a-z][a-z0-9_-]*\[.*\]|constrained-[a-z]+|function-[a-z]+.*"
+    r"|definition-ref|json-or-python|lax-or-strict|nullable|default)$"
+)
+_TYPE_TAGS = frozenset(
+    {"str", "int", "float", "bool", "bytes", "none", "list", "dict", "tuple", "set"}
+)
+
+
+def _unwrap(ann: Any) -> Any:
+    import typing
+
+    while typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    return ann
+
+
+def _union_members(ann: Any) -> list[Any] | None:
+    """The members of a union annotation (None excluded), or None if not a union."""
+    import types
+    import typing
+
+    if typing.get_origin(ann) not in (typing.Union, types.UnionType):
+        return None
+    return [a for a in typing.get_args(ann) if a is not type(None)]
+
+
+def _member_for_tag(members: list[Any], item: str) -> Any:
+    """The union member a pydantic loc tag stands for (Any if unsure)."""
+    import typing
+
+    for member in members:
+        if typing.get_origin(member) is Annotated:
+            for meta in typing.get_args(member)[1:]:
+                if isinstance(meta, Tag) and meta.tag == item:
+                    return _unwrap(member)
+        base = _unwrap(member)
+        if getattr(base, "__name__", None) == item:
+            return base
+    return Any
+
+
+def _loc_step(ann: Any, item: str) -> tuple[bool, Any]:
+    """(is it a key the user wrote, the annotation below it) for one loc item."""
+    import typing
+
+    ann = _unwrap(ann)
+    members = _union_members(ann)
+    if members is not None:
+        if len(members) == 1:
+            return _loc_step(members[0], item)  # `X | None`: no tag in the loc
+        tagged = _member_for_tag(members, item)
+        if tagged is not Any or item in _TYPE_TAGS or _INTERNAL_LOC.match(item):
+            return False, tagged
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        field = ann.model_fields.get(item)
+        if field is None:
+            # a model validator's step, or a key the user wrote in error
+            return not _INTERNAL_LOC.match(item), Any
+        return True, field.annotation
+    if typing.get_origin(ann) is dict:
+        args = typing.get_args(ann)
+        return True, args[1] if len(args) == 2 else Any
+    # where our walk and pydantic's schema part ways, drop only what is
+    # unmistakably internal
+    return not _INTERNAL_LOC.match(item), Any
+
+
+def _index_step(ann: Any, index: int) -> Any:
+    import typing
+
+    ann = _unwrap(ann)
+    members = _union_members(ann)
+    if members is not None and len(members) == 1:
+        ann = _unwrap(members[0])
+    args = [a for a in typing.get_args(ann) if a is not Ellipsis]
+    if typing.get_origin(ann) is tuple and len(args) > 1:
+        return args[index] if index < len(args) else Any
+    return args[0] if args else Any
+
+
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the dotted path the user wrote.
+
+    pydantic inserts schema steps into ``loc`` (``constrained-int``,
+    ``literal['auto']``, ``str`` for a ``str | int`` union, the model kind
+    ``mlp``); they are dropped by walking the Spec's annotations alongside,
+    so a mapping key that happens to be called ``int`` is kept.
+    """
     parts: list[str] = []
-    for i, item in enumerate(loc):
+    ann: Any = Spec
+    for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif i == 1 and loc[0] == "model" and item in _MODEL_TAGS:
-            continue  # the union tag pydantic inserts, not a key the user wrote
-        elif item.startswith("function-") or item in ("literal['auto']",):
+            ann = _index_step(ann, item)
             continue
-        else:
-            parts.append(("." if parts else "") + item)
+        keep, ann = _loc_step(ann, str(item))
+        if keep:
+            parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "<spec>"
 
 
@@ -740,6 +948,8 @@ def _first_model(ann: Any, node: Any) -> Any:
 
 
 _HINTS = {
+    "finite_number": "use an ordinary number (YAML's .inf and .nan are not "
+    "allowed in a spec)",
     "int_parsing": "use a whole number",
     "int_type": "use a whole number",
     "int_from_float": "use a whole number, without a fraction",
@@ -943,9 +1153,16 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
         raise SpecError(
             str(path), "no such spec file", hint="pass the path of a .yaml spec file"
         )
-    text = p.read_text(encoding="utf-8")
+    text = _read_text(p, str(path))
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
+    except _DuplicateKeyError as exc:
+        raise SpecError(
+            f"{p.name}:{exc.line}:{exc.column}",
+            f"duplicate key {exc.key!r} (first at line {exc.first_line})",
+            hint="remove one of the two: YAML would silently keep only the last",
+            source=str(p),
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p.name}:{mark.line + 1}:{mark.column + 1}" if mark else p.name
@@ -960,6 +1177,67 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
             source=str(p),
         ) from exc
     return spec_from_dict(raw, base_dir=p.parent, source=str(p))
+
+
+def _read_text(p: Path, shown: str) -> str:
+    """The spec file's text; a file that is not UTF-8 is a SpecError naming it."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            what = "it is UTF-16 text: "
+            hint = f"re-save it as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 {p.name}`"
+        else:
+            what = ""
+            hint = "pass a YAML spec file saved as UTF-8 text"
+        raise SpecError(
+            shown,
+            f"not a UTF-8 text file ({what}byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start})",
+            hint=hint,
+            source=str(p),
+        ) from None
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: Any, line: int, column: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.column = key, line, column
+        self.first_line = first_line
+
+
+@lru_cache(maxsize=1)
+def _unique_key_loader() -> type[Any]:
+    """A yaml.SafeLoader that refuses a key repeated in one mapping.
+
+    YAML says keys are unique; PyYAML silently keeps the last, so a second
+    ``epochs:`` would override the first without a word. Keys merged in with
+    ``<<:`` may still be overridden, as YAML intends.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                first_seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        hash(key)
+                    except TypeError:
+                        continue  # unhashable: PyYAML reports it itself
+                    mark = key_node.start_mark
+                    if key in first_seen:
+                        raise _DuplicateKeyError(
+                            key, mark.line + 1, mark.column + 1, first_seen[key] + 1
+                        )
+                    first_seen[key] = mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def saved_spec(text: str) -> Spec:

@@ -7,6 +7,8 @@ Each example's data is generated (or read from an installed package) by its
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +47,133 @@ def serve_demo(run_id: str | None) -> None:
         print(f"deleted {endpoint.name}")
 
 
+def cloud_providers() -> list[str]:
+    """Clouds whose provider and emulator are installed (make demo installs them)."""
+    from cloudnn.emulator import available_emulators
+
+    return available_emulators()
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment minus every cloud credential or setting: a newcomer's."""
+    prefixes = (
+        "AWS_",
+        "GOOGLE_",
+        "GCLOUD",
+        "CLOUDSDK_",
+        "AZURE_",
+        "CLOUDNN_AWS",
+        "CLOUDNN_GCP",
+    )
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+def _step(title: str, command: list[str], env: dict[str, str], **kwargs: object) -> str:
+    print(f"$ cloudnn {' '.join(command[3:])}", flush=True)
+    out = subprocess.run(
+        command, env=env, check=False, stdout=subprocess.PIPE, text=True, **kwargs
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{title} failed (exit {out.returncode})")
+    return out.stdout
+
+
+def cloud_demo(provider: str) -> int:
+    """Plan digits-mlp for ``provider`` offline, then train, deploy, predict and
+    delete it through the provider's local emulator, with the public CLI only."""
+    import csv
+
+    cloudnn = [sys.executable, "-m", "cloudnn.cli.main"]
+    folder = HERE / "digits-mlp"
+    env = _clean_env()
+    print(f"\n=== digits-mlp on {provider}: offline plan, then the local emulator ===")
+    plan = _step(
+        "plan", [*cloudnn, "plan", "spec.yaml", "--provider", provider], env, cwd=folder
+    )
+    for line in plan.splitlines():
+        if line.split(" ", 1)[0] in (
+            "provider",
+            "resources",
+            "cost",
+            "model",
+            "upload",
+        ):
+            print("  " + line)
+    emulator = subprocess.Popen(
+        [*cloudnn, "emulator", "--provider", provider],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert emulator.stdout is not None
+        for line in emulator.stdout:
+            if line.startswith("#"):
+                print("  " + line.strip())
+                break
+            name, _, value = line.strip().partition("=")
+            env[name] = value
+        else:
+            print(f"{provider} emulator did not start", file=sys.stderr)
+            return 1
+        env["CLOUDNN_HOME"] = str(HERE.parent / ".demo" / f"home-{provider}")
+        trained = _step(
+            "train",
+            [*cloudnn, "train", "spec.yaml", "--provider", provider, "--json"],
+            env,
+            cwd=folder,
+        )
+        metrics = json.loads(trained)
+        head = metrics.get("headline") or {}
+        print(
+            f"  run {metrics['run_id']}: test {head.get('metric')} {head.get('test')}"
+        )
+        deployed = json.loads(
+            _step(
+                "deploy",
+                [
+                    *cloudnn,
+                    "deploy",
+                    metrics["run_id"],
+                    "--provider",
+                    provider,
+                    "--json",
+                ],
+                env,
+            )
+        )
+        print(f"  endpoint {deployed['name']} [{deployed['state']}]")
+        with open(folder / "data" / "digits.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))[:5]
+        labels = [row.pop("label") for row in rows]
+        request = HERE.parent / ".demo" / f"rows-{provider}.json"
+        request.parent.mkdir(parents=True, exist_ok=True)
+        request.write_text(
+            json.dumps({"instances": [[float(v) for v in r.values()] for r in rows]})
+        )
+        answer = _step(
+            "predict",
+            [*cloudnn, "predict", deployed["name"], "--data", str(request), "--json"],
+            env,
+        )
+        predicted = [p.get("label") for p in json.loads(answer)["predictions"]]
+        for want, got in zip(labels, predicted, strict=True):
+            print(f"  label {want}  predicted {got}")
+        _step("delete", [*cloudnn, "delete", deployed["name"], "--yes"], env)
+        print(f"  deleted {deployed['name']}")
+    except RuntimeError as exc:
+        print(f"{provider}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        try:
+            emulator.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+    return 0
+
+
 def main() -> int:
     cloudnn = [sys.executable, "-m", "cloudnn.cli.main"]
     results: list[tuple[str, str, float, str]] = []
@@ -76,6 +205,10 @@ def main() -> int:
             f"{name}: {label}  (run {metrics['run_id']}, {seconds:.0f} s)", flush=True
         )
     serve_demo(results[0][3] if results else None)
+    for provider in cloud_providers():
+        code = cloud_demo(provider)
+        if code:
+            return code
     print("\nsummary")
     for name, label, seconds, _ in results:
         print(f"  {name:<24} {label:<32} {seconds:5.0f} s")

@@ -25,6 +25,10 @@ def cloudnn_home(
     # jobs run in subprocesses: keep their thread count equal to ours so runs
     # are comparable and two jobs do not fight over 2 cores
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    # no cloud credential chain may probe an instance metadata service from a
+    # test (169.254.169.254, metadata.google.internal): loopback only
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
     yield home
 
 

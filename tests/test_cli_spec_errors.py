@@ -329,7 +329,48 @@ CASES = [
         "classification only",
         both(set_("task", "regression"), set_("train.label_smoothing", 0.1)),
     ),
+    # values that validate in YAML but cannot run
+    Case(
+        "lr-infinite",
+        "train.optimizer.lr",
+        "must be a finite number",
+        set_("train.optimizer.lr", float("inf")),
+        hint=".inf",
+    ),
+    Case(
+        "max-wait-nan",
+        "deploy.batching.max_wait_ms",
+        "must be a finite number",
+        set_("deploy.batching", {"max_wait_ms": float("nan")}),
+    ),
+    Case(
+        "loss-does-not-suit-task",
+        "train.loss",
+        "'cross_entropy' is a classification loss",
+        both(set_("task", "regression"), set_("train.loss", "cross_entropy")),
+        hint="mse, mae or huber",
+    ),
+    Case(
+        "target-in-features",
+        "data.features",
+        "lists the target column 'label'",
+        set_("data.features", ["a", "label"]),
+        hint="remove 'label'",
+    ),
+    Case(
+        "processes-not-a-number",
+        "resources.processes_per_node",
+        "valid integer",
+        set_("resources.processes_per_node", "many"),
+    ),
     # not a spec at all
+    Case(
+        "duplicate-key",
+        "spec.yaml:2:1",
+        "duplicate key 'name' (first at line 1)",
+        text="name: demo\nname: other\n",
+        hint="remove one of the two",
+    ),
     Case(
         "yaml-tab",
         "spec.yaml:3:1",

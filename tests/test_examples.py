@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_generated_examples_learn(name: str, floor: float) -> None:
 def test_bring_your_own_script_runs_unchanged() -> None:
     run = Client(quiet=True).train(_prepare("bring-your-own-script"))
     assert run.state == "SUCCEEDED"
-    assert (run.model_dir / "model.pt").is_file()  # written to SM_MODEL_DIR
+    assert (Path(run.model_uri) / "model.pt").is_file()  # written to SM_MODEL_DIR
     assert run.metrics["test_accuracy"] >= 0.9  # the script's own metrics.json
     log = "\n".join(run.logs())
     assert "test accuracy" in log
@@ -81,7 +82,7 @@ def test_script_sees_the_sagemaker_and_vertex_contract(
     script.write_text(
         "import json, os, sys\n"
         "keys = ['SM_MODEL_DIR', 'SM_CHANNEL_TRAIN', 'SM_HPS', 'AIP_MODEL_DIR',"
-        " 'RANK', 'WORLD_SIZE']\n"
+        " 'RANK', 'WORLD_SIZE', 'SM_NUM_CPUS']\n"
         "out = {k: os.environ.get(k) for k in keys}\n"
         "out['argv'] = sys.argv[1:]\n"
         "out['files'] = sorted(os.listdir(os.environ['SM_CHANNEL_TRAIN']))\n"
@@ -108,7 +109,8 @@ def test_script_sees_the_sagemaker_and_vertex_contract(
     seen = json.loads(line[len("PROBE ") :])
     assert seen["argv"] == ["--epochs", "3", "--lr", "0.1"]
     assert json.loads(seen["SM_HPS"]) == {"epochs": 3, "lr": 0.1}
-    assert seen["SM_MODEL_DIR"] == seen["AIP_MODEL_DIR"] == str(run.model_dir)
+    assert seen["SM_MODEL_DIR"] == seen["AIP_MODEL_DIR"] == run.model_uri
+    assert seen["SM_NUM_CPUS"] == str(os.cpu_count())
     assert seen["files"] == ["rows.csv"]  # a single file is exposed as a channel folder
     assert (seen["RANK"], seen["WORLD_SIZE"]) == ("0", "1")
     assert run.metrics == {"probe": 1}

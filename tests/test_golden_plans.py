@@ -47,11 +47,31 @@ def prepared() -> None:
         )
 
 
+@pytest.fixture(params=["this-machine", "8-cpus"])
+def machine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Plans hold no machine facts: the goldens match with any CPU count."""
+    if request.param == "8-cpus":
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    return str(request.param)
+
+
 @pytest.mark.parametrize("provider", available_providers())
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_plan_matches_golden(
-    prepared: None, example: str, provider: str, cloudnn_home: Path
+    prepared: None,
+    example: str,
+    provider: str,
+    cloudnn_home: Path,
+    machine: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # plans take defaults (region, project, bucket) from the environment
+    for name in list(os.environ):
+        if name.startswith(
+            ("AWS_", "GOOGLE_", "CLOUDSDK_", "CLOUDNN_AWS", "CLOUDNN_GCP")
+        ):
+            monkeypatch.delenv(name)
     spec = load_spec(REPO / "examples" / example / "spec.yaml")
     plan = Client(quiet=True).plan(spec, provider=provider, run_id="golden-run")
     again = Client(quiet=True).plan(spec, provider=provider, run_id="golden-run")
@@ -63,10 +83,18 @@ def test_plan_matches_golden(
         (sys.executable, "$PYTHON"),
         (str(REPO), "$REPO"),
     ]
-    actual = _canonical(plan.to_dict(), replacements)
+    # a job bundle holds cloudnn's own sources: its hash follows every core edit
+    replacements += [
+        (u.sha256, "$BUNDLE_SHA256") for u in plan.uploads if u.kind == "bundle"
+    ]
+    data = plan.to_dict()
+    for upload in data["uploads"]:
+        if upload["kind"] == "bundle":
+            upload["size"] = 0
+    actual = _canonical(data, replacements)
     text = json.dumps(actual, indent=2, sort_keys=True) + "\n"
     path = GOLDEN / provider / f"{example}.json"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
+    if os.environ.get("UPDATE_GOLDEN") == "1" and machine == "this-machine":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert path.is_file(), (

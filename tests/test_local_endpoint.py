@@ -58,7 +58,8 @@ def register_run(home: Path, model_dir: Path) -> str:
         provider="local",
         spec_hash=spec.spec_hash(),
         spec_json=spec_json,
-        run_dir=str(model_dir.parent),
+        model_uri=str(model_dir),
+        output_uri=str(model_dir.parent / "output"),
     )
     registry.update_run(run_id, state="SUCCEEDED", metrics=sf.run_metrics(model_dir))
     return str(run_id)
@@ -310,7 +311,9 @@ def _malformed_requests(rng: random.Random, limit: int) -> Iterator[dict[str, An
         lambda: js(json.dumps({"instances": rng.randrange(100)})),
         lambda: js(json.dumps({"instances": {"p0": 1}})),
         lambda: js(json.dumps([["abc"] * 64])),
-        lambda: js(json.dumps([[None] * 64])),
+        # null features are blanks, imputed as in training: not malformed; an
+        # instance nested unlike the model's input is, however many numbers
+        lambda: js(json.dumps([[[0] * 32, [0] * 32]])),
         lambda: js(json.dumps([[True] * 64])),
         lambda: js(json.dumps([[{}] * 64])),
         lambda: js(json.dumps([{"p0": {"x": [1, 2]}}])),

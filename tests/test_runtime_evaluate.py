@@ -302,7 +302,9 @@ def test_fit_flat_loss_with_high_accuracy_is_not_underfitting() -> None:
 def test_fit_missing_values() -> None:
     rows = [{"epoch": 1, "train_loss": 1.0}, {"train_loss": 0.5, "val_loss": None}]
     d = fit_diagnosis(rows, task="classification")
-    assert d["status"] == "good_fit" and d["generalization_gap"] is None
+    # no validation loss or metric at all: nothing to call a good fit by
+    assert d["status"] == "unknown" and d["generalization_gap"] is None
+    assert "no validation data" in d["reason"]
     assert d["best_epoch"] == 2
     assert fit_diagnosis([], task="regression")["status"] == "unknown"
     json.dumps(d)

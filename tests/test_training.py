@@ -101,11 +101,11 @@ def test_sigkill_then_resume_is_bit_identical(
     try:
         _wait_for(lambda: len(client.runs()) == 2)
         victim = next(r for r in client.runs() if r.run_id != reference.run_id)
-        ckpts = victim.run_dir / "checkpoints"
+        ckpts = Path(victim.model_uri).parent / "checkpoints"
         _wait_for(
             lambda: any(p.name >= "ckpt-e000003" for p in checkpoint_files(ckpts))
         )
-        status = json.loads((victim.run_dir / "status.json").read_text())
+        status = json.loads((Path(victim.model_uri).parent / "status.json").read_text())
         os.kill(status["pid"], signal.SIGKILL)  # the job dies with no chance to react
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
@@ -114,12 +114,12 @@ def test_sigkill_then_resume_is_bit_identical(
     _wait_for(lambda: not _pid_alive(status["pid"]))
     killed_at = latest_epoch(ckpts)
     assert killed_at < 14, "the run finished before it could be killed"
-    assert not (victim.model_dir / "model.pt").exists()
+    assert not (Path(victim.model_uri) / "model.pt").exists()
 
     resumed = client.train(spec, resume=victim.run_id)
     assert resumed.run_id == victim.run_id
     assert resumed.state == "SUCCEEDED"
-    log = (victim.run_dir / "job.log").read_text()
+    log = (Path(victim.model_uri).parent / "job.log").read_text()
     assert '"event": "resume"' in log
     _assert_bit_identical(_state(reference), _state(resumed))
     print(f"\nkilled after epoch {killed_at} of 14, resumed: final weights identical")
@@ -142,16 +142,20 @@ def test_sigterm_saves_mid_epoch_checkpoint_and_resumes_identically(
     proc = _start_cli_train(spec, cloudnn_home, "--detach")
     proc.wait(timeout=60)
     victim = next(r for r in client.runs() if r.run_id != reference.run_id)
-    _wait_for(lambda: '"event": "epoch"' in _read(victim.run_dir / "job.log"))
-    status = json.loads((victim.run_dir / "status.json").read_text())
+    _wait_for(
+        lambda: '"event": "epoch"' in _read(Path(victim.model_uri).parent / "job.log")
+    )
+    status = json.loads((Path(victim.model_uri).parent / "status.json").read_text())
     os.kill(status["pid"], signal.SIGTERM)  # what a spot preemption sends
     _wait_for(
         lambda: (
-            json.loads(_read(victim.run_dir / "status.json") or "{}").get("state")
+            json.loads(
+                _read(Path(victim.model_uri).parent / "status.json") or "{}"
+            ).get("state")
             == "CANCELLED"
         )
     )
-    files = checkpoint_files(victim.run_dir / "checkpoints")
+    files = checkpoint_files(Path(victim.model_uri).parent / "checkpoints")
     assert files, "SIGTERM must leave a checkpoint"
     assert not files[-1].name.endswith("-s000000000.pt"), (
         "expected a mid-epoch checkpoint"

@@ -51,6 +51,7 @@ def print_run_summary(run: Run) -> None:
         click.echo(
             f"stopped  early at epoch {m.get('epochs_run')} (best {m.get('best_epoch')})"
         )
-    if run.run_dir and str(run.run_dir) not in ("", "."):
-        click.echo(f"model    {run.model_dir}")
-        click.echo(f"report   {run.output_dir}")
+    if run.model_uri:
+        click.echo(f"model    {run.model_uri}")
+    if run.output_uri:
+        click.echo(f"report   {run.output_uri}")

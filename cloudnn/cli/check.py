@@ -13,13 +13,15 @@ def cli(names: tuple[str, ...]) -> None:
     Checks have no side effects: they look at installed packages, credentials
     and permissions, and create nothing.
     """
+    from cloudnn.client import Client
     from cloudnn.errors import CloudnnError
-    from cloudnn.registry import get_provider, known_providers
+    from cloudnn.registry import known_providers
 
+    client = Client(quiet=True)
     failed = False
     for name in names or tuple(known_providers()):
         try:
-            report = get_provider(name).check()
+            report = client.provider(name).check()
         except CloudnnError as exc:
             hint = f"  ({exc.hint})" if exc.hint else ""
             click.echo(f"{name:<8} not installed{hint}")

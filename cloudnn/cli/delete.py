@@ -14,7 +14,8 @@ def cli(endpoint: str, yes: bool) -> None:
 
     from cloudnn.client import Client
 
-    ep = Client(quiet=True).endpoint(endpoint)
+    client = Client(quiet=True)
+    ep = client.endpoint(endpoint)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError(
@@ -24,5 +25,5 @@ def cli(endpoint: str, yes: bool) -> None:
             f"Delete endpoint {ep.name} ({ep.provider}, {ep.state}, {ep.url or 'no url'})?",
             abort=True,
         )
-    ep.delete()
+    client.delete_endpoint(ep)
     click.echo(f"deleted {ep.name}")

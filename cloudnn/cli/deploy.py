@@ -71,7 +71,6 @@ def cli(
     Deploying the same run again adopts the running endpoint. The bearer token
     is kept in a file readable only by you; --show-token prints it.
     """
-    import contextlib
     import json
     import shlex
 
@@ -88,7 +87,7 @@ def cli(
             batching["max_batch_size"] = batch_size
         if max_wait_ms is not None:
             batching["max_wait_ms"] = max_wait_ms
-    ep = Client(quiet=True).deploy(
+    ep = Client().deploy(
         target,
         provider=provider,
         runtime=runtime,
@@ -115,7 +114,19 @@ def cli(
         return
     click.echo(f"endpoint  {ep.name}  [{ep.state}]")
     click.echo(f"url       {ep.url}")
+    settings = ep.record.extra.get("settings") or {}
+    bound = settings.get("host")
+    if bound and bound not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"bound to  {bound}:{ep.record.extra.get('port')} (other machines too)"
+        )
     click.echo(f"run       {ep.run_id}")
+    if "auth" not in settings:
+        # a cloud endpoint: the vendor's own authentication (signed requests)
+        click.echo("call it:")
+        click.echo(f"  cloudnn predict {ep.name} --data FILE.csv")
+        click.echo(f"stop it:  cloudnn delete {ep.name}")
+        return
     if token_file:
         if show_token:
             click.echo(f"token     {ep.token}")
@@ -124,10 +135,13 @@ def cli(
     else:
         click.echo("auth      none: anyone who reaches the port can call it")
     example: Any = [0]
-    if not detach:
-        # the example is a nicety: never fail a deploy over it
-        with contextlib.suppress(Exception):
+    if not detach and ep.state == "InService":
+        from cloudnn.errors import CloudnnError
+
+        try:
             example = _example_instance(ep.info())
+        except CloudnnError as exc:  # the endpoint is up; only the example suffers
+            click.echo(f"note      could not read what it serves: {exc}", err=True)
     body = json.dumps({"instances": [example]}, separators=(",", ":"))
     click.echo("call it:")
     click.echo(f"  curl -s {ep.url}/predict \\")

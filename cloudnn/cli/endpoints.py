@@ -30,7 +30,6 @@ def list_endpoints(as_json: bool) -> None:
                         "state": e.state,
                         "url": e.url,
                         "run_id": e.run_id,
-                        "pid": e.record.extra.get("pid"),
                         "message": e.message,
                         "created_at": e.record.created_at,
                     }
@@ -66,10 +65,17 @@ def show(name: str, as_json: bool) -> None:
     from cloudnn.client import Client
 
     ep = Client(quiet=True).endpoint(name)
+    endpoint = {
+        "name": ep.name,
+        "provider": ep.provider,
+        "state": ep.state,
+        "url": ep.url,
+        "run_id": ep.run_id,
+    }
     if ep.state == "InService":
         info = ep.info()
     else:  # nothing answers: what the registry knows
-        info = {"endpoint": ep.info()["endpoint"], "message": ep.message}
+        info = {"endpoint": endpoint, "message": ep.message}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -14,7 +14,12 @@ import click
 )
 @click.option("--json", "as_json", is_flag=True)
 def cli(run_id: str, data: str | None, as_json: bool) -> None:
-    """Evaluate RUN's model on its test split, or on FILE."""
+    """Evaluate RUN's model on its test split, or on FILE.
+
+    FILE's columns are matched to the training columns by name. Prints the
+    metrics, the confusion matrix (classification) and the run's fit
+    diagnosis; --json prints the whole report.
+    """
     import json
 
     from cloudnn.client import Client
@@ -25,4 +30,4 @@ def cli(run_id: str, data: str | None, as_json: bool) -> None:
         return
     from cloudnn.runtime.evaluate import format_report
 
-    click.echo(format_report(report))
+    click.echo(format_report(report, confusion=True))

@@ -27,25 +27,13 @@ def cli(run_id: str, fmt: str, output: str | None, as_json: bool) -> None:
     import json
     from pathlib import Path
 
-    from cloudnn.errors import JobFailedError, NotFoundError
-
     if (Path(run_id) / "cloudnn_model.json").is_file():
         model_dir = Path(run_id)
     else:
         from cloudnn.client import Client
 
-        run = Client(quiet=True).run(run_id)
-        if run.state != "SUCCEEDED":
-            raise JobFailedError(
-                f"run {run.run_id} is {run.state}: only a SUCCEEDED run has a model",
-                hint="export a finished run (see `cloudnn runs list`)",
-            )
-        model_dir = run.model_dir
-        if not (model_dir / "cloudnn_model.json").is_file():
-            raise NotFoundError(
-                f"run {run.run_id} has no local model at {model_dir}",
-                hint="export on the machine that holds the run's model/ folder",
-            )
+        # a cloud run's model is downloaded once, next to the registry
+        model_dir = Client(quiet=True).model_dir(run_id)
     from cloudnn.runtime.export import export_model
 
     result = export_model(model_dir, fmt, output)  # type: ignore[arg-type]

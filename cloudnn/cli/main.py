@@ -26,6 +26,7 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("cloudnn.cli.init", "cli", "Create a project from a template."),
     "check": ("cloudnn.cli.check", "cli", "Check that providers are ready to use."),
+    "setup": ("cloudnn.cli.setup", "cli", "Print a provider's one-time set-up files."),
     "validate": ("cloudnn.cli.validate", "cli", "Check spec files without training."),
     "schema": ("cloudnn.cli.schema", "cli", "Print the spec's JSON Schema."),
     "plan": ("cloudnn.cli.plan", "cli", "Show what a provider would be asked to run."),
@@ -37,9 +38,26 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "endpoints": ("cloudnn.cli.endpoints", "cli", "List and inspect endpoints."),
     "predict": ("cloudnn.cli.predict", "cli", "Send rows to an endpoint."),
     "delete": ("cloudnn.cli.delete", "cli", "Delete an endpoint and its resources."),
+    "logs": ("cloudnn.cli.logs", "cli", "Print (or follow) a run's log."),
+    "cancel": ("cloudnn.cli.cancel", "cli", "Stop a running training job."),
+    "emulator": (
+        "cloudnn.cli.emulator",
+        "cli",
+        "Run a provider's local cloud emulator.",
+    ),
 }
 
 _DEBUG_ENV = "CLOUDNN_DEBUG"
+_OS_HINT = "choose another place, or fix this one's permissions"
+_OS_HINTS = {
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EACCES: "choose a place you can write, or fix its permissions",
+    errno.EPERM: "choose a place you can write, or fix its permissions",
+    errno.EROFS: "that file system is read-only: choose another place",
+    errno.ENOSPC: "free some disk space, or choose another place",
+    errno.EISDIR: "that path is a folder: name a file",
+    errno.ENOENT: "check the path: a folder on the way does not exist",
+}
 
 
 def _version() -> str:
@@ -72,6 +90,10 @@ def _report(exc: BaseException, *, message: str, hint: str | None, debug: bool) 
         for line in _all_spec_errors(exc):
             _echo_err(line)
     _echo_err(f"error: {message}")
+    table = getattr(exc, "table", None)
+    if callable(table) and len(getattr(exc, "rows", ())) > 1:
+        for line in table():  # UnsupportedFeatureError: Feature | Reason
+            _echo_err(line)
     if hint:
         _echo_err(f"To fix: {hint}")
 
@@ -146,6 +168,19 @@ class LazyGroup(click.Group):
                 ctx.exit(exc.exit_code)
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 raise  # `cloudnn runs list | head`: click silences it
+            if isinstance(exc, OSError) and exc.filename:
+                # a place the user named (or CLOUDNN_HOME) that cannot be used:
+                # the input must change, as for any other bad input
+                where = exc.filename
+                if exc.filename2:
+                    where = f"{where} -> {exc.filename2}"
+                _report(
+                    exc,
+                    message=f"{where}: {exc.strerror or type(exc).__name__}",
+                    hint=_OS_HINTS.get(exc.errno or 0, _OS_HINT),
+                    debug=debug,
+                )
+                ctx.exit(2)
             _report(
                 exc,
                 message=f"internal error: {type(exc).__name__}: {exc}",

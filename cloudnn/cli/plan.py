@@ -42,6 +42,13 @@ def cli(spec: str, provider: str, as_json: bool) -> None:
             + ("unknown" if hourly is None else f"${hourly:.2f}/h")
             + ("" if cost is None else f", estimated ${cost:.2f}")
         )
+        if p["model_uri"]:
+            click.echo(f"model           {p['model_uri']}")
+        for u in p["uploads"]:
+            click.echo(
+                f"upload          {u['kind']}: {u['source']} -> {u['destination']} "
+                f"({u['size']:,} bytes)"
+            )
         for w in p["warnings"]:
             click.echo(f"warning         {w}")
         click.echo("requests:")

@@ -18,9 +18,10 @@ def list_runs(limit: int, as_json: bool) -> None:
     import json
     import time
 
-    from cloudnn.runs import RunRegistry
+    from cloudnn.client import Client
 
-    records = RunRegistry().list_runs(limit=limit)
+    # a run that is not over is asked for its state: the registry alone can lag
+    records = [run.record for run in Client(quiet=True).runs(limit=limit)]
     if as_json:
         click.echo(
             json.dumps(
@@ -58,20 +59,12 @@ def list_runs(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(run_id: str, log: bool, as_json: bool) -> None:
     """Details of RUN (id, unique prefix, or 'latest')."""
-    import contextlib
     import json
 
     from cloudnn.cli._format import print_run_summary
     from cloudnn.client import Client
-    from cloudnn.provider import JobState
 
-    client = Client(quiet=True)
-    run = client.run(run_id)
-    if run.state not in {s.value for s in JobState if s.terminal}:
-        from cloudnn.errors import CloudnnError
-
-        with contextlib.suppress(CloudnnError):  # show what the registry has
-            run.status()
+    run = Client(quiet=True).run(run_id)  # asks the provider unless it is over
     if as_json:
         r = run.record
         click.echo(
@@ -81,7 +74,8 @@ def show(run_id: str, log: bool, as_json: bool) -> None:
                     "provider": r.provider,
                     "state": r.state,
                     "message": r.message,
-                    "run_dir": r.run_dir,
+                    "model_uri": r.model_uri,
+                    "output_uri": r.output_uri,
                     "spec_path": r.spec_path,
                     "metrics": r.metrics,
                 },

@@ -1,10 +1,14 @@
 """The local backend: the same job contract as the clouds, as a local process.
 
 A training job is ``python -m cloudnn.runtime.job`` in its own session, with
-the SageMaker/Vertex/torch.distributed variables a cloud container would see.
-Its run directory (``$CLOUDNN_HOME/runs/<run_id>/``) holds::
+the SageMaker/Vertex/torch.distributed variables a cloud container would see,
+reading a ``spec.json`` whose data paths are channel references, as in a
+cloud bundle. Its run directory (``$CLOUDNN_HOME/runs/<run_id>/``) holds::
 
     spec.json  status.json  job.log  model/  checkpoints/  output/  input/data/<channel>/
+
+The provider owns that folder and ``$CLOUDNN_HOME/endpoints/`` (see
+:mod:`cloudnn.local.serving`); the Client owns the registry.
 """
 
 from __future__ import annotations
@@ -20,20 +24,23 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cloudnn.errors import JobFailedError, NotFoundError
+from cloudnn.bundle import bundle_spec, channels
+from cloudnn.errors import NotFoundError
+from cloudnn.local.serving import START_TIMEOUT_S, LocalEndpoints
 from cloudnn.provider import (
     Capability,
     CheckReport,
     EndpointPlan,
     EndpointRef,
+    EndpointStatus,
     JobRef,
     JobState,
     JobStatus,
     LogLine,
+    Phase,
     Provider,
     TrainingPlan,
 )
-from cloudnn.runs import cloudnn_home
 from cloudnn.spec import ScriptModel, Spec
 
 __all__ = ["LocalProvider"]
@@ -69,12 +76,16 @@ class LocalProvider(Provider):
         Capability.REMOTE_DATA: "the local backend reads local files only; "
         "download the data or train on the cloud that holds it",
     }
-    #: seconds between status polls (clouds back off from ~5 s to 60 s)
-    poll_interval: ClassVar[float] = 0.2
+    #: a local process answers at once: poll often (clouds: ~5 s -> 60 s)
+    poll_interval = 0.2
+    max_poll_interval = 1.0
+    cancel_timeout = 120.0
+    endpoint_timeout = START_TIMEOUT_S
 
     def __init__(self, *, home: str | os.PathLike[str] | None = None) -> None:
-        self.home = Path(home) if home is not None else cloudnn_home()
+        super().__init__(home=home)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._endpoints = LocalEndpoints(self.home, self.name)
 
     # -- paths -----------------------------------------------------------
 
@@ -88,7 +99,7 @@ class LocalProvider(Provider):
         existing = self.home
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent  # the folder that would hold CLOUDNN_HOME
-        writable = os.access(existing, os.W_OK)
+        writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
         return CheckReport(
             provider=self.name,
             ok=has_torch and writable,
@@ -105,20 +116,23 @@ class LocalProvider(Provider):
     # -- planning (pure) ---------------------------------------------------
 
     def _channels(self, spec: Spec, run_dir: Path) -> dict[str, str]:
-        channels = {}
-        for key in ("train", "validation", "test"):
-            value = getattr(spec.data, key)
-            if value:
-                p = Path(value)
-                channels[key] = str(
-                    p if p.is_dir() else run_dir / "input" / "data" / key
-                )
-        return channels
+        """Channel -> folder the job reads: a data folder itself, or a folder of
+        one link to the data file (SageMaker channels are folders)."""
+        return {
+            ch.name: ch.source
+            if ch.is_dir
+            else str(run_dir / "input" / "data" / ch.name)
+            for ch in channels(spec)
+        }
 
     def plan_training(self, spec: Spec, *, run_id: str) -> TrainingPlan:
+        from cloudnn.datacheck import DataInfo, check_local_resources, machine_facts
         from cloudnn.runtime.context import local_job_env
 
-        self.refuse_unsupported(spec)
+        self.refuse_unsupported(spec, Phase.TRAINING)
+        # this machine's cores, GPUs and memory bound what can run here; the
+        # facts decide a refusal only, they never enter the plan
+        check_local_resources(spec, DataInfo(format="unknown"), **machine_facts())
         run_dir = self.run_dir(run_id)
         warnings: list[str] = []
         if spec.resources.accelerator:
@@ -173,14 +187,15 @@ class LocalProvider(Provider):
             accelerator=spec.resources.accelerator,
             hourly_cost_usd=0.0,
             estimated_cost_usd=0.0,
+            model_uri=str(run_dir / "model"),
+            output_uri=str(run_dir / "output"),
             warnings=tuple(warnings),
             details={"run_dir": str(run_dir)},
         )
 
     def plan_endpoint(self, spec: Spec, model_uri: str) -> EndpointPlan:
-        from cloudnn.local.serving import plan_local_endpoint
-
-        return plan_local_endpoint(self, spec, model_uri)
+        self.refuse_unsupported(spec, Phase.ENDPOINT)
+        return self._endpoints.plan(spec, model_uri)
 
     # -- jobs ----------------------------------------------------------------
 
@@ -208,9 +223,14 @@ class LocalProvider(Provider):
         self._cancel_marker(plan.run_id).unlink(missing_ok=True)
         for sub in ("model", "checkpoints", "output"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.json").write_text(plan.spec.model_dump_json(indent=2))
+        # data as channel references, exactly as a cloud bundle has them
+        job_spec = bundle_spec(plan.spec, relocate_code=False)
+        (run_dir / "spec.json").write_text(json.dumps(job_spec, indent=2))
         self._link_channels(plan.spec, run_dir)
         env = {**os.environ, **request["env"]}
+        # machine facts stay out of the plan (it is the same on every machine)
+        env["SM_NUM_CPUS"] = str(os.cpu_count() or 1)
+        env["CLOUDNN_ENVS_DIR"] = str(self.home / "envs")
         # The job must see the same cloudnn as this process, even from a checkout.
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(
@@ -254,15 +274,15 @@ class LocalProvider(Provider):
     def _link_channels(self, spec: Spec, run_dir: Path) -> None:
         # SageMaker channels are directories; a single local file is exposed
         # through a symlink so the script sees just that file.
-        for key in ("train", "validation", "test"):
-            value = getattr(spec.data, key)
-            if not value or Path(value).is_dir():
+        for ch in channels(spec):
+            if ch.is_dir:
                 continue
-            channel = run_dir / "input" / "data" / key
-            channel.mkdir(parents=True, exist_ok=True)
-            link = channel / Path(value).name
-            if not link.exists():
-                link.symlink_to(Path(value).resolve())
+            folder = run_dir / "input" / "data" / ch.name
+            folder.mkdir(parents=True, exist_ok=True)
+            link = folder / ch.filename
+            if link.is_symlink() or link.exists():
+                link.unlink()  # a resumed run may point at a moved file
+            link.symlink_to(Path(ch.source).resolve())
 
     def get_job(self, ref: JobRef) -> JobStatus:
         status = self._status(ref.run_id)
@@ -298,7 +318,7 @@ class LocalProvider(Provider):
         metrics: dict[str, Any] = {}
         if state == "SUCCEEDED":
             metrics_file = self.run_dir(ref.run_id) / "output" / "metrics.json"
-            if metrics_file.exists():
+            with contextlib.suppress(OSError, ValueError):
                 metrics = json.loads(metrics_file.read_text())
         return JobStatus(
             state=JobState(state),
@@ -337,31 +357,32 @@ class LocalProvider(Provider):
         except ProcessLookupError:
             return
 
-    def wait_process(self, ref: JobRef, timeout: float) -> None:
-        """Wait for our own child to exit (used after cancel)."""
-        proc = self._procs.get(ref.run_id)
-        if proc is not None:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired as exc:
-                raise JobFailedError(
-                    f"job {ref.run_id} did not stop within {timeout:.0f} s",
-                    hint=f"kill it: kill {proc.pid}",
-                ) from exc
-
     # -- endpoints -----------------------------------------------------------
 
     def create_endpoint(self, plan: EndpointPlan) -> EndpointRef:
-        from cloudnn.local.serving import create_local_endpoint
+        return self._endpoints.create(plan)
 
-        return create_local_endpoint(self, plan)
+    def get_endpoint(self, ref: EndpointRef) -> EndpointStatus:
+        return self._endpoints.status(ref)
 
     def invoke(self, ref: EndpointRef, payload: Mapping[str, Any]) -> dict[str, Any]:
-        from cloudnn.local.serving import invoke_local_endpoint
-
-        return invoke_local_endpoint(self, ref, payload)
+        return self._endpoints.invoke(ref, payload)
 
     def delete_endpoint(self, ref: EndpointRef) -> None:
-        from cloudnn.local.serving import delete_local_endpoint
+        self._endpoints.delete(ref)
 
-        delete_local_endpoint(self, ref)
+    def endpoint_token(self, ref: EndpointRef) -> str | None:
+        return self._endpoints.token(ref)
+
+    def endpoint_info(self, ref: EndpointRef) -> dict[str, Any]:
+        return self._endpoints.info(ref)
+
+    def download(self, uri: str, dest: Path) -> Path:
+        """A local model is already a folder: returned as it is."""
+        path = Path(uri)
+        if not path.is_dir():
+            raise NotFoundError(
+                f"no model folder at {uri}",
+                hint="was the run folder moved or deleted? (CLOUDNN_HOME)",
+            )
+        return path

@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import hmac
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -76,6 +78,7 @@ class ServerConfig:
     max_wait_ms: float = 2.0
     max_request_bytes: int = 1_048_576
     threads: int = 0  # inference threads; 0: min(4, CPUs)
+    body_timeout_s: float = 30.0  # whole body, from the end of the headers
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -341,18 +344,28 @@ class InferenceService:
                 break
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
-                raise _HTTPError(400, "client disconnected before sending the body")
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:  # chunked bodies carry no length: cap the read
-                    raise _HTTPError(413, f"request body exceeds {limit} bytes")
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        timeout = self.config.body_timeout_s
+        try:
+            # a client trickling its body would hold a worker slot forever
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # client went away
+                        raise _HTTPError(
+                            400, "client disconnected before sending the body"
+                        )
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:  # chunked bodies carry no length: cap it
+                            raise _HTTPError(413, f"request body exceeds {limit} bytes")
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise _HTTPError(
+                408, f"request body not received within {timeout:g} s"
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, body: bytes, content_type: str) -> list[Any]:
@@ -646,6 +659,18 @@ def _parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="inference threads per worker"
     )
     p.add_argument("--max-request-bytes", type=int, default=1_048_576)
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client may take to send a request's headers",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client may take to send a request's body",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--log-level", default="info")
     return p
@@ -664,6 +689,111 @@ def _uvicorn_options() -> dict[str, Any]:
     }
 
 
+def _set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Switch Nagle's algorithm off on one accepted TCP connection.
+
+    A response goes out in two writes (head, then body); with Nagle on, the
+    second waits for the client to ACK the first, and clients delay that ACK
+    by ~40 ms. asyncio's loop only switches Nagle off itself when the
+    listening socket says ``proto=IPPROTO_TCP``, and the socket uvicorn binds
+    for ``--workers`` > 1 says ``proto=0``. uvloop always switches it off.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with suppress(OSError):  # the client may be gone already: nothing to speed up
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@functools.cache
+def _nodelay_protocol_class(http: str) -> type[asyncio.Protocol]:
+    """uvicorn's ``http`` protocol class ("httptools" or "h11"), Nagle off."""
+    base: type[asyncio.Protocol]
+    if http == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        base = HttpToolsProtocol
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+
+    class NoDelayProtocol(base):  # type: ignore[valid-type,misc]
+        header_timeout_s: float = 10.0
+        _header_timer: asyncio.TimerHandle | None = None
+        _cycle_at_start: Any = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            _set_nodelay(transport)
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            # Slow headers (slowloris): uvicorn cancels its keep-alive timer
+            # on every byte and has no header timeout of its own, so a client
+            # trickling a request line holds the connection forever.
+            if self._header_timer is None:
+                self._cycle_at_start = self.cycle
+                loop = asyncio.get_running_loop()
+                self._header_timer = loop.call_later(
+                    self.header_timeout_s, self._headers_due
+                )
+            super().data_received(data)
+
+        def _headers_due(self) -> None:
+            self._header_timer = None
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                return  # a request is in progress: the body timeout applies
+            if cycle is not self._cycle_at_start:
+                return  # the headers came in time (and it may be done already)
+            log.info(
+                "closing a connection: no complete headers within %gs",
+                self.header_timeout_s,
+            )
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+    return NoDelayProtocol
+
+
+def _nodelay_http_protocol(
+    http: str, header_timeout_s: float, *args: Any, **kwargs: Any
+) -> asyncio.Protocol:
+    """uvicorn ``http`` factory; module-level so worker processes can unpickle it."""
+    protocol: Any = _nodelay_protocol_class(http)(*args, **kwargs)
+    protocol.header_timeout_s = header_timeout_s
+    return protocol
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` for one worker or several."""
+    stack = _uvicorn_options()
+    # resolved now so that a uvicorn without the class fails at startup, not
+    # on every connection
+    _nodelay_protocol_class(stack["http"])
+    return {
+        "host": args.host,
+        "port": args.port,
+        "access_log": args.access_log,
+        "log_level": args.log_level,
+        # no X-Forwarded-* rewriting (nothing proxies a local endpoint) and no
+        # Server header: less work per request, less to fingerprint
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 5,
+        "loop": stack["loop"],
+        # Nagle off whoever bound the listening socket and whichever the loop:
+        # the multi-worker socket would otherwise cost ~40 ms per response
+        "http": functools.partial(
+            _nodelay_http_protocol, stack["http"], args.header_timeout
+        ),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cloudnn.local.server``."""
     args = _parser().parse_args(argv)
@@ -679,6 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("--max-batch-size, --max-wait-ms must be >= 0 and --workers >= 1")
     if args.max_request_bytes < 1:
         return fail("--max-request-bytes must be >= 1")
+    if args.header_timeout <= 0 or args.body_timeout <= 0:
+        return fail("--header-timeout and --body-timeout must be > 0")
     config = ServerConfig(
         model_dir=str(Path(args.model_dir).resolve()),
         name=args.name,
@@ -689,6 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_wait_ms=args.max_wait_ms,
         max_request_bytes=args.max_request_bytes,
         threads=args.threads,
+        body_timeout_s=args.body_timeout,
     )
     try:
         import fastapi  # noqa: F401
@@ -702,18 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "access_log": args.access_log,
-        "log_level": args.log_level,
-        # no X-Forwarded-* rewriting (nothing proxies a local endpoint) and no
-        # Server header: less work per request, less to fingerprint
-        "proxy_headers": False,
-        "server_header": False,
-        "timeout_graceful_shutdown": 5,
-        **_uvicorn_options(),
-    }
+    options = _server_options(args)
     try:
         if args.workers == 1:
             try:

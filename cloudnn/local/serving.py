@@ -1,24 +1,28 @@
-"""Local endpoints: ``cloudnn.local.server`` processes, found again through the registry.
+"""Local endpoints: ``cloudnn.local.server`` processes and the state the provider keeps.
 
-An endpoint is one background server process (its own session, so it
-outlives the CLI that started it) plus a folder::
+An endpoint is one background server process (its own session and process
+group, so it outlives the CLI that started it and can be stopped whole) plus
+a folder the local provider owns::
 
-    $CLOUDNN_HOME/endpoints/<name>/token       bearer token, mode 0600
-    $CLOUDNN_HOME/endpoints/<name>/server.log  the server's output
+    $CLOUDNN_HOME/endpoints/<name>/endpoint.json  pid, host, port, url, settings
+    $CLOUDNN_HOME/endpoints/<name>/token          bearer token, mode 0600
+    $CLOUDNN_HOME/endpoints/<name>/server.log     the server's output
 
-Its registry row (``endpoints`` table) holds the pid, host, port, url, token
-path, run id and model dir -- never the token itself. The row is written
-before the process starts (``Creating``) and after it answers (``InService``),
-so a crashed CLI can be re-run and adopts the live server instead of starting
-a second one.
+The state an endpoint is in is never stored: it is read from the process
+(alive? holding its port? answering ``/ping`` as itself?), so a server that
+came up after its deploy was killed reads ``InService``, and one whose master
+died reads ``Failed`` even while orphaned workers still hold the port.
+The registry row is the Client's; this module never touches the registry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,50 +35,39 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudnn.errors import EndpointError, NotFoundError
-from cloudnn.provider import EndpointPlan, EndpointRef
+from cloudnn.errors import EndpointError, NotFoundError, SpecError
+from cloudnn.provider import (
+    EndpointPlan,
+    EndpointRef,
+    EndpointState,
+    EndpointStatus,
+)
 
 if TYPE_CHECKING:
     import httpx
 
-    from cloudnn.local.provider import LocalProvider
-    from cloudnn.runs import EndpointRecord, RunRegistry
     from cloudnn.spec import Spec
 
-__all__ = [
-    "CREATING",
-    "DELETING",
-    "FAILED",
-    "IN_SERVICE",
-    "STOPPED",
-    "create_local_endpoint",
-    "delete_local_endpoint",
-    "endpoint_name",
-    "info_local_endpoint",
-    "invoke_local_endpoint",
-    "local_endpoint_state",
-    "plan_local_endpoint",
-    "read_token",
-    "wait_local_endpoint",
-]
-
-# SageMaker's endpoint states, so `cloudnn endpoints list` reads the same everywhere
-CREATING = "Creating"
-IN_SERVICE = "InService"
-FAILED = "Failed"
-STOPPED = "Stopped"
-DELETING = "Deleting"
+__all__ = ["START_TIMEOUT_S", "LocalEndpoints", "endpoint_name"]
 
 _SERVER_MODULE = "cloudnn.local.server"
 _PORT_PLACEHOLDER = "{port}"
+_STATE_FILE = "endpoint.json"
 #: torch import + model load; generous for a cold disk cache
 START_TIMEOUT_S = 120.0
 #: uvicorn finishes in-flight requests within 5 s of SIGTERM (server.py)
 STOP_GRACE_S = 10.0
 #: Azure ML endpoint names are the tightest: 3-32 chars, letters, digits, '-'
 _NAME_MAX = 32
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
+#: (name, pid, port) -> when the server was last seen holding its port
+_verified: dict[tuple[str, int, int], float] = {}
+#: re-check that long after: /proc scans cost more than a prediction
+_VERIFY_EVERY_S = 2.0
 _http_lock = threading.Lock()
 _http_client: httpx.Client | None = None
 
@@ -119,116 +112,18 @@ def _is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-# ------------------------------------------------------------------- planning
-
-
-def plan_local_endpoint(
-    provider: LocalProvider, spec: Spec, model_uri: str
-) -> EndpointPlan:
-    """Pure: the exact server command line and settings for ``spec.deploy``."""
-    dep = spec.deploy
-    run_id = _run_id_of(model_uri)
-    name = endpoint_name(spec.name, run_id)
-    ep_dir = provider.home / "endpoints" / name
-    model_dir = str(Path(model_uri).resolve())
-    token_file = str(ep_dir / "token") if dep.auth == "token" else None
-    batching = (
-        {
-            "max_batch_size": dep.batching.max_batch_size,
-            "max_wait_ms": dep.batching.max_wait_ms,
-        }
-        if dep.batching is not None
-        else None
-    )
-    device = "auto" if dep.accelerator else "cpu"
-    command = [
-        sys.executable,
-        "-m",
-        _SERVER_MODULE,
-        "--model-dir",
-        model_dir,
-        "--name",
-        name,
-        "--host",
-        dep.host,
-        "--port",
-        str(dep.port) if dep.port else _PORT_PLACEHOLDER,
-        "--runtime",
-        dep.runtime,
-        "--device",
-        device,
-        "--workers",
-        str(dep.workers),
-        "--max-request-bytes",
-        str(dep.max_request_bytes),
-    ]
-    if token_file:
-        command += ["--token-file", token_file]
-    if batching:
-        command += [
-            "--max-batch-size",
-            str(batching["max_batch_size"]),
-            "--max-wait-ms",
-            f"{batching['max_wait_ms']:g}",
-        ]
-    warnings: list[str] = []
-    if not _is_loopback(dep.host):
-        warnings.append(
-            f"deploy.host {dep.host}: the endpoint is reachable from other machines"
-            + ("" if token_file else " and deploy.auth is none: anyone can call it")
+def _check_host(host: str) -> None:
+    """A bind address: an IP address or a hostname (no spaces, no scheme)."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return
+    if not _HOSTNAME.match(host):
+        raise SpecError(
+            "deploy.host",
+            f"{host!r} is not an IP address or host name",
+            hint="use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) "
+            "or an address of this machine",
         )
-    if dep.replicas > 1:
-        warnings.append(
-            f"deploy.replicas={dep.replicas}: a local endpoint is one server; "
-            "use deploy.workers for more processes"
-        )
-    if dep.autoscaling is not None:
-        warnings.append("deploy.autoscaling applies to cloud endpoints only")
-    if dep.accelerator:
-        warnings.append(
-            f"deploy.accelerator {dep.accelerator}: the local server uses a local "
-            "GPU when torch sees one, otherwise the CPU"
-        )
-    if dep.instance_type:
-        warnings.append("deploy.instance_type applies to cloud endpoints only")
-    settings = {
-        "host": dep.host,
-        "port": dep.port,
-        "runtime": dep.runtime,
-        "device": device,
-        "workers": dep.workers,
-        "auth": dep.auth,
-        "batching": batching,
-        "max_request_bytes": dep.max_request_bytes,
-    }
-    request = {
-        "kind": "local.process",
-        "command": command,
-        "cwd": str(ep_dir),
-        "log": str(ep_dir / "server.log"),
-        "health_check": "GET /ping",
-        "port": dep.port if dep.port else "a free port, chosen at create time",
-    }
-    return EndpointPlan(
-        provider=provider.name,
-        spec=spec,
-        endpoint_name=name,
-        model_uri=model_dir,
-        requests=(request,),
-        instance_type="local",
-        replicas=1,
-        hourly_cost_usd=0.0,
-        warnings=tuple(warnings),
-        details={
-            "run_id": run_id,
-            "model_dir": model_dir,
-            "endpoint_dir": str(ep_dir),
-            "token_file": token_file,
-            "log": str(ep_dir / "server.log"),
-            "url": _url(dep.host, dep.port) if dep.port else None,
-            "settings": settings,
-        },
-    )
 
 
 # --------------------------------------------------------------- processes
@@ -268,22 +163,50 @@ def _is_server(pid: int | None) -> bool:
     return _SERVER_MODULE.encode() in cmdline
 
 
-def _group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process left in process group ``pgid``?"""
-    if Path("/proc").is_dir():
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                stat = _proc_stat(int(entry.name))
-                if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
-                    return True
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    if not Path("/proc").is_dir():  # pragma: no cover - no /proc
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def _socket_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on ``port`` (TCP, v4 and v6)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
+
+
+def _holds_port(pids: list[int], port: int) -> bool | None:
+    """Does one of ``pids`` hold the listening socket of ``port``? None: unknown."""
+    if not Path("/proc/net/tcp").exists():  # pragma: no cover - no /proc
+        return None
+    wanted = {f"socket:[{inode}]" for inode in _socket_inodes(port)}
+    if not wanted:
         return False
-    try:  # pragma: no cover - no /proc: zombies count as alive here
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in wanted:
+                        return True
+    return False
 
 
 def _reap(pid: int) -> None:
@@ -310,7 +233,7 @@ def _stop_group(pid: int, grace: float = STOP_GRACE_S) -> None:
             proc = _children.get(pid)
             if proc is not None:
                 proc.poll()  # reap our own child: a zombie keeps the group alive
-            if not _group_alive(pid):
+            if not _group_members(pid):
                 _reap(pid)
                 return
             time.sleep(0.02)
@@ -358,11 +281,7 @@ def _write_token(path: Path) -> None:
         os.close(fd)
 
 
-def read_token(ref_or_extra: EndpointRef | Mapping[str, Any]) -> str | None:
-    """The endpoint's bearer token (None when it serves without auth)."""
-    extra = (
-        ref_or_extra.extra if isinstance(ref_or_extra, EndpointRef) else ref_or_extra
-    )
+def _read_token(extra: Mapping[str, Any]) -> str | None:
     path = extra.get("token_file")
     if not path:
         return None
@@ -380,9 +299,9 @@ def _httpx() -> Any:
     try:
         import httpx
     except ImportError as exc:
-        from cloudnn.errors import ProviderNotInstalledError
+        from cloudnn.errors import MissingDependencyError
 
-        raise ProviderNotInstalledError(
+        raise MissingDependencyError(
             "endpoints need httpx, which is not installed",
             hint='pip install "cloudnn[serve]"',
         ) from exc
@@ -401,59 +320,21 @@ def _http() -> httpx.Client:
         return _http_client
 
 
-# ------------------------------------------------------------------ registry
-
-
-def _registry(provider: LocalProvider) -> RunRegistry:
-    from cloudnn.runs import RunRegistry
-
-    return RunRegistry(provider.home)
-
-
-def _record(
-    registry: RunRegistry,
-    name: str,
-    state: str,
-    *,
-    run_id: str,
-    url: str,
-    extra: dict[str, Any],
-) -> EndpointRecord:
-    return registry.upsert_endpoint(
-        name=name, provider="local", state=state, run_id=run_id, url=url, extra=extra
-    )
-
-
-def _get(registry: RunRegistry, name: str) -> EndpointRecord | None:
+def _error_text(response: httpx.Response) -> str:
     try:
-        return registry.get_endpoint(name)
-    except NotFoundError:
-        return None
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    text = " ".join(response.text.split())
+    return text[:200] or response.reason_phrase
 
 
-def local_endpoint_state(record: EndpointRecord) -> tuple[str, str]:
-    """(state, message) of a local endpoint, from its process rather than the row."""
-    if record.state in (FAILED, STOPPED):
-        return record.state, str(record.extra.get("message", ""))
-    pid = record.extra.get("pid")
-    if record.state == CREATING and not pid:
-        return CREATING, ""
-    if _is_server(pid):
-        return record.state, ""
-    log = Path(str(record.extra.get("log", "")))
-    last = _last_log_line(log) if log.name else ""
-    if "Finished server process" in last:  # uvicorn's last words after SIGTERM
-        return STOPPED, f"server process {pid} was stopped"
-    return FAILED, f"server process {pid} exited" + (f": {last}" if last else "")
-
-
-def _ref(record: EndpointRecord) -> EndpointRef:
-    return EndpointRef(
-        provider="local", name=record.name, url=record.url, extra=record.extra
-    )
-
-
-# ------------------------------------------------------------------ creation
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _settings_conflict(extra: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -468,361 +349,497 @@ def _settings_conflict(extra: Mapping[str, Any], new: Mapping[str, Any]) -> list
     return diffs
 
 
-def create_local_endpoint(
-    provider: LocalProvider,
-    plan: EndpointPlan,
-    *,
-    wait: bool = True,
-    timeout: float = START_TIMEOUT_S,
-) -> EndpointRef:
-    """Start the server for ``plan`` (or adopt the live one) and wait for ``/ping``."""
-    registry = _registry(provider)
-    name = plan.endpoint_name
-    details = dict(plan.details)
-    run_id = str(details["run_id"])
-    settings = dict(details["settings"])
-    existing = _get(registry, name)
-    if existing is not None:
-        if existing.provider != "local":
-            raise EndpointError(
-                f"endpoint name {name!r} is taken by a {existing.provider} endpoint",
-                hint=f"delete it first: cloudnn delete {name}",
-            )
-        if existing.run_id and existing.run_id != run_id:
-            raise EndpointError(
-                f"endpoint {name!r} serves run {existing.run_id}, not {run_id}",
-                hint=f"delete it first: cloudnn delete {name}",
-            )
-        pid = existing.extra.get("pid")
-        if _is_server(pid):
-            diffs = _settings_conflict(existing.extra, settings)
-            if diffs:
-                raise EndpointError(
-                    f"endpoint {name!r} is already running with other settings "
-                    f"({'; '.join(diffs)})",
-                    hint=f"delete it first (cloudnn delete {name}), then deploy again",
-                )
-            ref = _ref(existing)
-            if wait:  # it may still be starting, from another CLI process
-                _wait_ready(ref, timeout=timeout)
-                _record(
-                    registry,
-                    name,
-                    IN_SERVICE,
-                    run_id=run_id,
-                    url=existing.url,
-                    extra=dict(existing.extra),
-                )
-            return _ref(registry.get_endpoint(name))
-        _cleanup_files(existing.extra)  # a dead server: start over, quietly
-    port_given = settings.get("port")
-    attempts = 1 if port_given else 3
-    last_error: EndpointError | None = None
-    for _ in range(attempts):
-        try:
-            return _start(provider, plan, wait=wait, timeout=timeout)
-        except _PortTaken as exc:
-            last_error = exc
-    assert last_error is not None
-    raise last_error
+class LocalEndpoints:
+    """The local provider's endpoints: plan, start, inspect, call, stop.
 
-
-class _PortTaken(EndpointError):
-    """The port went to someone else between choosing it and binding it."""
-
-
-def _start(
-    provider: LocalProvider, plan: EndpointPlan, *, wait: bool, timeout: float
-) -> EndpointRef:
-    registry = _registry(provider)
-    name = plan.endpoint_name
-    details = dict(plan.details)
-    settings = dict(details["settings"])
-    host = str(settings["host"])
-    ep_dir = Path(details["endpoint_dir"])
-    ep_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_path = Path(details["log"])
-    port = settings.get("port")
-    if port:
-        if _port_in_use(host, int(port)):
-            raise EndpointError(
-                f"port {port} on {host} is already in use",
-                hint="pick another port (--port) or omit it for a free one",
-            )
-    else:
-        port = _free_port(host)
-    url = _url(host, int(port))
-    token_file = details.get("token_file")
-    if token_file:
-        _write_token(Path(token_file))
-    command = [
-        str(port) if a == _PORT_PLACEHOLDER else a for a in plan.requests[0]["command"]
-    ]
-    extra: dict[str, Any] = {
-        "pid": None,
-        "host": host,
-        "port": int(port),
-        "token_file": token_file,
-        "model_dir": details["model_dir"],
-        "log": str(log_path),
-        "endpoint_dir": str(ep_dir),
-        "command": command,
-        "settings": settings,
-    }
-    run_id = str(details["run_id"])
-    _record(registry, name, CREATING, run_id=run_id, url=url, extra=extra)
-    env = dict(os.environ)
-    # the server must import the same cloudnn as this process, even from a checkout
-    pkg_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(log_path, "ab") as log:
-        log.write(
-            f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode()
-        )
-        log.flush()
-        proc = subprocess.Popen(
-            command,
-            cwd=ep_dir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # own session: a Ctrl-C in the deploying terminal must not reach
-            # the server, and delete can stop its whole process group at once
-            start_new_session=True,
-        )
-    _children[proc.pid] = proc
-    extra["pid"] = proc.pid
-    _record(registry, name, CREATING, run_id=run_id, url=url, extra=extra)
-    ref = EndpointRef(provider="local", name=name, url=url, extra=extra)
-    if not wait:
-        return ref
-    try:
-        _wait_ready(ref, timeout=timeout)
-    except EndpointError as exc:
-        _stop_group(proc.pid, grace=2.0)
-        _cleanup_files(extra, keep_log=True)
-        extra["message"] = str(exc)
-        _record(registry, name, FAILED, run_id=run_id, url=url, extra=extra)
-        if not settings.get("port") and "address already in use" in str(exc).lower():
-            raise _PortTaken(str(exc), hint=exc.hint) from None
-        raise
-    _record(registry, name, IN_SERVICE, run_id=run_id, url=url, extra=extra)
-    return EndpointRef(provider="local", name=name, url=url, extra=extra)
-
-
-def _wait_ready(ref: EndpointRef, *, timeout: float) -> None:
-    """Block until the server answers ``/ping`` and says it is ``ref.name``."""
-    httpx = _httpx()
-
-    pid = ref.extra.get("pid")
-    log = Path(str(ref.extra.get("log", "")))
-    deadline = time.monotonic() + timeout
-    headers = {}
-    with httpx.Client(timeout=2.0, trust_env=False) as http:
-        while True:
-            if not _is_server(pid):
-                last = _last_log_line(log)
-                raise EndpointError(
-                    f"endpoint {ref.name} failed to start"
-                    + (f": {last}" if last else " (no output)"),
-                    hint=f"read the server log: {log}",
-                )
-            try:
-                if http.get(ref.url + "/ping").status_code == 200:
-                    # the port could belong to another server: ask who answers
-                    token = read_token(ref)
-                    if token:
-                        headers["Authorization"] = f"Bearer {token}"
-                    r = http.get(ref.url + "/", headers=headers)
-                    server = r.json().get("server") if r.status_code == 200 else None
-                    if isinstance(server, dict) and server.get("name") == ref.name:
-                        return
-            except (httpx.TransportError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                last = _last_log_line(log)
-                raise EndpointError(
-                    f"endpoint {ref.name} did not answer {ref.url}/ping within "
-                    f"{timeout:.0f} s" + (f"; last log line: {last}" if last else ""),
-                    hint=f"read the server log: {log}",
-                )
-            time.sleep(0.05)
-
-
-def wait_local_endpoint(
-    provider: LocalProvider, ref: EndpointRef, *, timeout: float = START_TIMEOUT_S
-) -> EndpointRef:
-    """Wait for a server started with ``wait=False``; marks it InService."""
-    registry = _registry(provider)
-    record = registry.get_endpoint(ref.name)
-    _wait_ready(_ref(record), timeout=timeout)
-    record = _record(
-        registry,
-        record.name,
-        IN_SERVICE,
-        run_id=record.run_id,
-        url=record.url,
-        extra=dict(record.extra),
-    )
-    return _ref(record)
-
-
-# ------------------------------------------------------------------ deletion
-
-
-def _cleanup_files(extra: Mapping[str, Any], *, keep_log: bool = False) -> None:
-    token = extra.get("token_file")
-    if token:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(token)
-    ep_dir = extra.get("endpoint_dir")
-    if ep_dir and not keep_log:
-        shutil.rmtree(ep_dir, ignore_errors=True)
-
-
-def delete_local_endpoint(provider: LocalProvider, ref: EndpointRef) -> None:
-    """Stop the server's process group, free its port, remove token and row.
-
-    An endpoint whose process is already gone is cleaned up quietly; so is a
-    name the registry does not know (delete is idempotent).
+    State lives in ``<home>/endpoints/<name>/``; see the module docstring.
     """
-    registry = _registry(provider)
-    record = _get(registry, ref.name)
-    extra: dict[str, Any] = {**ref.extra, **(record.extra if record else {})}
-    if record is not None:
-        _record(
-            registry,
-            ref.name,
-            DELETING,
-            run_id=record.run_id,
-            url=record.url,
-            extra=dict(record.extra),
+
+    def __init__(self, home: Path, provider: str = "local") -> None:
+        self.home = home
+        self.provider = provider
+
+    def folder(self, name: str) -> Path:
+        return self.home / "endpoints" / name
+
+    def _state(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.folder(name) / _STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _save(self, name: str, state: Mapping[str, Any]) -> None:
+        folder = self.folder(name)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = folder / f".{_STATE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(dict(state), indent=2))
+        os.replace(tmp, folder / _STATE_FILE)
+
+    def _ref(self, state: Mapping[str, Any]) -> EndpointRef:
+        return EndpointRef(
+            provider=self.provider,
+            name=str(state["name"]),
+            url=str(state.get("url", "")),
+            extra=dict(state),
         )
-    pid = extra.get("pid")
-    if pid and _is_server(int(pid)):
-        _stop_group(int(pid))
-        if _group_alive(int(pid)):
-            raise EndpointError(
-                f"endpoint {ref.name}: processes of group {pid} survived SIGKILL",
-                hint=f"check them with `ps -g {pid}`",
+
+    # ------------------------------------------------------------- planning
+
+    def plan(self, spec: Spec, model_uri: str) -> EndpointPlan:
+        """Pure: the exact server command line and settings for ``spec.deploy``."""
+        dep = spec.deploy
+        if spec.model.type == "script":
+            raise SpecError(
+                "model.script",
+                "a script run's model is in the script's own format, which the "
+                "cloudnn server cannot load",
+                hint="serve it with your own code, or train a built-in model or "
+                "model.module to deploy it with cloudnn",
             )
-    elif pid:
+        _check_host(dep.host)
+        run_id = _run_id_of(model_uri)
+        name = endpoint_name(spec.name, run_id)
+        ep_dir = self.folder(name)
+        model_dir = str(Path(model_uri).resolve())
+        token_file = str(ep_dir / "token") if dep.auth == "token" else None
+        batching = (
+            {
+                "max_batch_size": dep.batching.max_batch_size,
+                "max_wait_ms": dep.batching.max_wait_ms,
+            }
+            if dep.batching is not None
+            else None
+        )
+        device = "auto" if dep.accelerator else "cpu"
+        command = [
+            sys.executable,
+            "-m",
+            _SERVER_MODULE,
+            "--model-dir",
+            model_dir,
+            "--name",
+            name,
+            "--host",
+            dep.host,
+            "--port",
+            str(dep.port) if dep.port else _PORT_PLACEHOLDER,
+            "--runtime",
+            dep.runtime,
+            "--device",
+            device,
+            "--workers",
+            str(dep.workers),
+            "--max-request-bytes",
+            str(dep.max_request_bytes),
+        ]
+        if token_file:
+            command += ["--token-file", token_file]
+        if batching:
+            command += [
+                "--max-batch-size",
+                str(batching["max_batch_size"]),
+                "--max-wait-ms",
+                f"{batching['max_wait_ms']:g}",
+            ]
+        warnings: list[str] = []
+        if not _is_loopback(dep.host):
+            warnings.append(
+                f"deploy.host {dep.host}: the endpoint is reachable from other "
+                "machines"
+                + ("" if token_file else " and deploy.auth is none: anyone can call it")
+            )
+        if dep.replicas > 1:
+            warnings.append(
+                f"deploy.replicas={dep.replicas}: a local endpoint is one server; "
+                "use deploy.workers for more processes"
+            )
+        if dep.autoscaling is not None:
+            warnings.append("deploy.autoscaling applies to cloud endpoints only")
+        if dep.accelerator:
+            warnings.append(
+                f"deploy.accelerator {dep.accelerator}: the local server uses a local "
+                "GPU when torch sees one, otherwise the CPU"
+            )
+        if dep.instance_type:
+            warnings.append("deploy.instance_type applies to cloud endpoints only")
+        settings = {
+            "host": dep.host,
+            "port": dep.port,
+            "runtime": dep.runtime,
+            "device": device,
+            "workers": dep.workers,
+            "auth": dep.auth,
+            "batching": batching,
+            "max_request_bytes": dep.max_request_bytes,
+        }
+        request = {
+            "kind": "local.process",
+            "command": command,
+            "cwd": str(ep_dir),
+            "log": str(ep_dir / "server.log"),
+            "health_check": "GET /ping",
+            "port": dep.port if dep.port else "a free port, chosen at create time",
+        }
+        return EndpointPlan(
+            provider=self.provider,
+            spec=spec,
+            endpoint_name=name,
+            model_uri=model_dir,
+            requests=(request,),
+            instance_type="local",
+            replicas=1,
+            hourly_cost_usd=0.0,
+            warnings=tuple(warnings),
+            details={
+                "run_id": run_id,
+                "model_dir": model_dir,
+                "endpoint_dir": str(ep_dir),
+                "token_file": token_file,
+                "log": str(ep_dir / "server.log"),
+                "url": _url(dep.host, dep.port) if dep.port else None,
+                "settings": settings,
+            },
+        )
+
+    # ------------------------------------------------------------- creation
+
+    def create(self, plan: EndpointPlan) -> EndpointRef:
+        """Start the server for ``plan``, or adopt the live one; does not wait."""
+        name = plan.endpoint_name
+        details = dict(plan.details)
+        run_id = str(details["run_id"])
+        settings = dict(details["settings"])
+        existing = self._state(name)
+        if existing is not None:
+            if existing.get("run_id") and existing["run_id"] != run_id:
+                raise EndpointError(
+                    f"endpoint {name!r} serves run {existing['run_id']}, not {run_id}",
+                    hint=f"delete it first: cloudnn delete {name}",
+                )
+            pid = existing.get("pid")
+            if _is_server(pid):
+                diffs = _settings_conflict(existing, settings)
+                if diffs:
+                    raise EndpointError(
+                        f"endpoint {name!r} is already running with other settings "
+                        f"({'; '.join(diffs)})",
+                        hint=f"delete it first (cloudnn delete {name}), then deploy "
+                        "again",
+                    )
+                return self._ref(existing)
+            if pid and _group_members(int(pid)):
+                _stop_group(int(pid))  # orphaned workers of a dead master
+            self._cleanup(existing)
+        return self._start(plan)
+
+    def _start(self, plan: EndpointPlan) -> EndpointRef:
+        name = plan.endpoint_name
+        details = dict(plan.details)
+        settings = dict(details["settings"])
+        host = str(settings["host"])
+        ep_dir = Path(details["endpoint_dir"])
+        ep_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log_path = Path(details["log"])
+        port = settings.get("port")
+        if port:
+            if _port_in_use(host, int(port)):
+                raise EndpointError(
+                    f"port {port} on {host} is already in use",
+                    hint="pick another port (--port) or omit it for a free one",
+                )
+        else:
+            port = _free_port(host)
+        token_file = details.get("token_file")
+        if token_file:
+            _write_token(Path(token_file))
+        command = [
+            str(port) if a == _PORT_PLACEHOLDER else a
+            for a in plan.requests[0]["command"]
+        ]
+        state: dict[str, Any] = {
+            "name": name,
+            "run_id": str(details["run_id"]),
+            "pid": None,
+            "host": host,
+            "port": int(port),
+            "url": _url(host, int(port)),
+            "token_file": token_file,
+            "model_dir": details["model_dir"],
+            "log": str(log_path),
+            "endpoint_dir": str(ep_dir),
+            "command": command,
+            "settings": settings,
+            "started_at": time.time(),
+        }
+        self._save(name, state)  # before the side effect: a crash leaves a trace
+        env = dict(os.environ)
+        # the server must import the same cloudnn as this process, even from a checkout
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p
+        )
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "ab") as log:
+            log.write(
+                f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode()
+            )
+            log.flush()
+            proc = subprocess.Popen(
+                command,
+                cwd=ep_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # own session: a Ctrl-C in the deploying terminal must not reach
+                # the server, and delete can stop its whole process group at once
+                start_new_session=True,
+            )
+        _children[proc.pid] = proc
+        state["pid"] = proc.pid
+        self._save(name, state)
+        return self._ref(state)
+
+    # ---------------------------------------------------------------- state
+
+    def status(self, ref: EndpointRef) -> EndpointStatus:
+        """The endpoint's state, read from its process and its answers."""
+        state = self._state(ref.name)
+        if state is None:
+            raise NotFoundError(
+                f"no local endpoint {ref.name!r}",
+                hint="list endpoints with `cloudnn endpoints list`",
+            )
+        url = str(state.get("url", ""))
+        pid = state.get("pid")
+        log = Path(str(state.get("log", "")))
+        if not pid:
+            return EndpointStatus(EndpointState.CREATING, "starting", "starting", url)
+        if _is_server(int(pid)):
+            if self._answers_as_itself(state):
+                return EndpointStatus(EndpointState.IN_SERVICE, "", "serving", url)
+            age = time.time() - float(state.get("started_at", 0))
+            if age > START_TIMEOUT_S:
+                last = _last_log_line(log)
+                return EndpointStatus(
+                    EndpointState.FAILED,
+                    f"server process {pid} did not answer {url}/ping within "
+                    f"{START_TIMEOUT_S:.0f} s"
+                    + (f"; last log line: {last}" if last else ""),
+                    "unresponsive",
+                    url,
+                )
+            return EndpointStatus(EndpointState.CREATING, "", "starting", url)
         _reap(int(pid))
-    host, port = extra.get("host"), extra.get("port")
-    if host and port and pid:
-        # the listening socket closes with the process; wait until it has
-        deadline = time.monotonic() + 5.0
-        while _port_in_use(str(host), int(port)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    _cleanup_files(extra)
-    registry.remove_endpoint(ref.name)
-
-
-# ------------------------------------------------------------------- calling
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])
-    text = " ".join(response.text.split())
-    return text[:200] or response.reason_phrase
-
-
-def _request(
-    ref: EndpointRef, method: str, path: str, *, content: bytes | None = None
-) -> httpx.Response:
-    httpx = _httpx()
-
-    headers = {"Content-Type": "application/json"} if content is not None else {}
-    token = read_token(ref)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = ref.url + path
-    log = ref.extra.get("log", "its server.log")
-    try:
-        response = _http().request(method, url, content=content, headers=headers)
-    except httpx.TimeoutException as exc:
-        raise EndpointError(
-            f"endpoint {ref.name} did not answer {url} in time ({type(exc).__name__})",
-            hint=f"send fewer instances per request, or read the server log: {log}",
-        ) from exc
-    except httpx.TransportError as exc:
-        raise EndpointError(
-            f"endpoint {ref.name} is not answering at {ref.url} ({exc or type(exc).__name__})",
-            hint="check it with `cloudnn endpoints list`; deploy it again with "
-            "`cloudnn deploy RUN`",
-        ) from exc
-    if response.status_code == 200:
-        return response
-    message = _error_text(response)
-    status = response.status_code
-    if status == 401:
-        hint = (
-            f"the token in {ref.extra.get('token_file')} is not the server's; "
-            f"delete and deploy the endpoint again"
+        orphans = _group_members(int(pid))
+        if orphans:
+            return EndpointStatus(
+                EndpointState.FAILED,
+                f"server process {pid} died; {len(orphans)} worker process(es) of "
+                f"its group still run (delete the endpoint to stop them)",
+                "orphaned",
+                url,
+            )
+        last = _last_log_line(log) if log.name else ""
+        if "Finished server process" in last:  # uvicorn's last words after SIGTERM
+            return EndpointStatus(
+                EndpointState.STOPPED,
+                f"server process {pid} was stopped",
+                "stopped",
+                url,
+            )
+        return EndpointStatus(
+            EndpointState.FAILED,
+            f"server process {pid} exited" + (f": {last}" if last else ""),
+            "exited",
+            url,
         )
-    elif status == 413:
-        hint = (
-            "send fewer instances per request (Endpoint.predict(x, batch_size=...)) "
-            "or raise deploy.max_request_bytes"
+
+    def _answers_as_itself(self, state: Mapping[str, Any]) -> bool:
+        """Does the server answer ``/ping``, and ``GET /`` with its own name?"""
+        httpx = _httpx()
+        url = str(state["url"])
+        headers = {}
+        token = _read_token(state)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            with httpx.Client(timeout=2.0, trust_env=False) as http:
+                if http.get(url + "/ping").status_code != 200:
+                    return False
+                if not self._holds_port(state):
+                    return False  # someone else answers on that port
+                r = http.get(url + "/", headers=headers)
+                server = r.json().get("server") if r.status_code == 200 else None
+        except (httpx.TransportError, ValueError):
+            return False
+        return isinstance(server, dict) and server.get("name") == state["name"]
+
+    @staticmethod
+    def _holds_port(state: Mapping[str, Any]) -> bool:
+        pid, port = state.get("pid"), state.get("port")
+        if not pid or not port:
+            return False
+        held = _holds_port(_group_members(int(pid)) or [int(pid)], int(port))
+        return held is not False
+
+    def _live(self, ref: EndpointRef) -> dict[str, Any]:
+        """The state of a running endpoint whose server holds its port, or an error.
+
+        Checked before every call: the token must never go to whatever else
+        listens on a dead endpoint's port now.
+        """
+        state = self._state(ref.name) or dict(ref.extra)
+        if not state.get("url") and ref.url:
+            state["url"] = ref.url
+        pid = state.get("pid")
+        key = (ref.name, int(pid or 0), int(state.get("port") or 0))
+        if time.monotonic() - _verified.get(key, -_VERIFY_EVERY_S) < _VERIFY_EVERY_S:
+            return state
+        if not pid or not _is_server(int(pid)) or not self._holds_port(state):
+            status = self.status(ref) if self._state(ref.name) else None
+            why = (
+                status.message
+                if status is not None and status.message
+                else ("its server is not running")
+            )
+            raise EndpointError(
+                f"endpoint {ref.name} is not answering: {why}",
+                hint=f"deploy it again: `cloudnn delete {ref.name}` then "
+                "`cloudnn deploy RUN`",
+            )
+        _verified[key] = time.monotonic()
+        return state
+
+    # -------------------------------------------------------------- calling
+
+    def _request(
+        self,
+        ref: EndpointRef,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        httpx = _httpx()
+        state = self._live(ref)
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        token = _read_token(state)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        url = str(state["url"]) + path
+        log = state.get("log", "its server.log")
+        try:
+            response = _http().request(method, url, content=content, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise EndpointError(
+                f"endpoint {ref.name} did not answer {url} in time "
+                f"({type(exc).__name__})",
+                hint=f"send fewer instances per request, or read the server log: {log}",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise EndpointError(
+                f"endpoint {ref.name} is not answering at {state['url']} "
+                f"({exc or type(exc).__name__})",
+                hint="check it with `cloudnn endpoints list`; deploy it again with "
+                "`cloudnn deploy RUN`",
+            ) from exc
+        if response.status_code == 200:
+            return response
+        message = _error_text(response)
+        status = response.status_code
+        if status == 401:
+            hint = (
+                f"the token in {state.get('token_file')} is not the server's; "
+                "delete and deploy the endpoint again"
+            )
+        elif status == 413:
+            hint = (
+                "send fewer instances per request (Endpoint.predict(x, batch_size=...)) "
+                "or raise deploy.max_request_bytes"
+            )
+        elif status in (400, 415, 422):
+            hint = (
+                'send {"instances": [...]} with one row per instance, shaped like the '
+                f"training features (see `cloudnn endpoints show {ref.name}`)"
+            )
+        else:
+            hint = f"read the server log: {log}"
+        error = EndpointError(
+            f"endpoint {ref.name} answered HTTP {status}: {message}", hint=hint
         )
-    elif status in (400, 415, 422):
-        hint = (
-            'send {"instances": [...]} with one row per instance, shaped like the '
-            f"training features (see `cloudnn endpoints show {ref.name}`)"
-        )
-    elif status == 404:
-        hint = "is another server on this port? check `cloudnn endpoints list`"
-    else:
-        hint = f"read the server log: {log}"
-    error = EndpointError(
-        f"endpoint {ref.name} answered HTTP {status}: {message}", hint=hint
-    )
-    if status in (400, 401, 413, 415, 422):
-        error.exit_code = 2  # the request must change, not the endpoint
-    raise error
+        if status in (400, 401, 413, 415, 422):
+            error.exit_code = 2  # the request must change, not the endpoint
+        raise error
 
+    def invoke(self, ref: EndpointRef, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``{"instances": [...]}`` to ``/predict``; ``{"predictions": [...]}`` back."""
+        try:
+            body = json.dumps(payload, default=_json_default, allow_nan=True).encode()
+        except (TypeError, ValueError) as exc:
+            raise EndpointError(
+                f"the payload is not JSON: {exc}",
+                hint='send {"instances": [...]} made of numbers, strings, lists and '
+                "dicts",
+            ) from exc
+        try:
+            result = self._request(ref, "POST", "/predict", content=body).json()
+        except ValueError as exc:
+            raise EndpointError(
+                f"endpoint {ref.name} answered something that is not JSON",
+                hint="is another server on this port? check `cloudnn endpoints list`",
+            ) from exc
+        if not isinstance(result, dict):
+            raise EndpointError(
+                f"endpoint {ref.name} answered {type(result).__name__}, not an object"
+            )
+        return result
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    def info(self, ref: EndpointRef) -> dict[str, Any]:
+        """The server's metadata (``GET /``): inputs, classes, and ``"server"``."""
+        return dict(self._request(ref, "GET", "/").json())
 
+    def token(self, ref: EndpointRef) -> str | None:
+        state = self._state(ref.name) or dict(ref.extra)
+        return _read_token(state)
 
-def invoke_local_endpoint(
-    provider: LocalProvider, ref: EndpointRef, payload: Mapping[str, Any]
-) -> dict[str, Any]:
-    """POST ``{"instances": [...]}`` to ``/predict``; ``{"predictions": [...]}`` back."""
-    try:
-        body = json.dumps(payload, default=_json_default, allow_nan=True).encode()
-    except (TypeError, ValueError) as exc:
-        raise EndpointError(
-            f"the payload is not JSON: {exc}",
-            hint='send {"instances": [...]} made of numbers, strings, lists and dicts',
-        ) from exc
-    try:
-        result = _request(ref, "POST", "/predict", content=body).json()
-    except ValueError as exc:
-        raise EndpointError(
-            f"endpoint {ref.name} answered something that is not JSON",
-            hint="is another server on this port? check `cloudnn endpoints list`",
-        ) from exc
-    if not isinstance(result, dict):
-        raise EndpointError(
-            f"endpoint {ref.name} answered {type(result).__name__}, not an object"
-        )
-    return result
+    # ------------------------------------------------------------- deletion
 
+    @staticmethod
+    def _cleanup(state: Mapping[str, Any]) -> None:
+        token = state.get("token_file")
+        if token:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(token)
+        ep_dir = state.get("endpoint_dir")
+        if ep_dir:
+            shutil.rmtree(ep_dir, ignore_errors=True)
 
-def info_local_endpoint(provider: LocalProvider, ref: EndpointRef) -> dict[str, Any]:
-    """The server's metadata (``GET /``): the model's inputs and classes, plus
-    ``"server"``: batching, auth, request counts."""
-    return dict(_request(ref, "GET", "/").json())
+    def delete(self, ref: EndpointRef) -> None:
+        """Stop the server's whole process group, free its port, remove its folder.
+
+        Workers left behind by a dead master are stopped too. A name with no
+        state (deleted already, or never created) is quiet.
+        """
+        state = {**ref.extra, **(self._state(ref.name) or {})}
+        pid = state.get("pid")
+        for key in [k for k in _verified if k[0] == ref.name]:
+            del _verified[key]
+        if pid and _group_members(int(pid)):
+            _stop_group(int(pid))
+            if _group_members(int(pid)):
+                raise EndpointError(
+                    f"endpoint {ref.name}: processes of group {pid} survived SIGKILL",
+                    hint=f"check them with `ps -g {pid}`",
+                )
+        elif pid:
+            _reap(int(pid))
+        host, port = state.get("host"), state.get("port")
+        if host and port and pid:
+            # the listening socket closes with the process; wait until it has
+            deadline = time.monotonic() + 5.0
+            while _port_in_use(str(host), int(port)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if state.get("endpoint_dir") or self._state(ref.name) is not None:
+            self._cleanup({**state, "endpoint_dir": str(self.folder(ref.name))})

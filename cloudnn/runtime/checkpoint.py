@@ -61,6 +61,25 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    # weights_only=False: the checkpoint holds RNG states and plain Python
-    # history; it is written by this module only, inside the run directory.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint with ``weights_only=True``: tensors and plain data only.
+
+    A checkpoint can come back from cloud storage (spot restarts, resumes), so
+    it is never unpickled as arbitrary objects; RNG states are stored as
+    tensors and Python numbers for that reason.
+    """
+    import pickle
+
+    from cloudnn.runtime.events import first_line
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        from cloudnn.errors import SpecError
+
+        raise SpecError(
+            str(path),
+            "not a checkpoint this cloudnn can read safely (it holds objects "
+            f"other than tensors and plain data: {first_line(exc)[:120]})",
+            hint="move it out of the checkpoint folder to start from the one before, "
+            "or train without --resume",
+        ) from exc

@@ -22,15 +22,23 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 __all__ = [
+    "CHANNEL_SCHEME",
+    "GCS_FUSE_ROOT_ENV",
     "PLATFORMS",
     "Platform",
     "RuntimeContext",
     "context",
+    "channel_ref",
     "detect_platform",
     "gcs_fuse_path",
     "hyperparameter_args",
     "local_job_env",
+    "resolve_data_path",
 ]
+
+#: how a bundle's spec.json names data: ``channel://train/digits.csv`` is the
+#: file ``digits.csv`` in channel ``train``; ``channel://train`` the channel
+CHANNEL_SCHEME = "channel://"
 
 Platform = Literal["sagemaker", "vertex", "azureml", "torchrun", "local"]
 PLATFORMS: tuple[Platform, ...] = get_args(Platform)
@@ -141,13 +149,21 @@ class RuntimeContext:
 # -- small parsing helpers ----------------------------------------------------
 
 
+#: where Cloud Storage FUSE mounts buckets; an emulator points it elsewhere
+GCS_FUSE_ROOT_ENV = "CLOUDNN_GCSFUSE_ROOT"
+
+
 def gcs_fuse_path(uri: str) -> str:
     """``gs://bucket/path`` -> ``/gcs/bucket/path``; anything else unchanged.
 
     Vertex AI mounts Cloud Storage with Cloud Storage FUSE at ``/gcs/<bucket>``
-    in every custom training container.
+    in every custom training container (``$CLOUDNN_GCSFUSE_ROOT`` replaces
+    ``/gcs``, for a local emulator of that mount).
     """
-    return "/gcs/" + uri[len("gs://") :] if uri.startswith("gs://") else uri
+    if not uri.startswith("gs://"):
+        return uri
+    root = os.environ.get(GCS_FUSE_ROOT_ENV) or "/gcs"
+    return root.rstrip("/") + "/" + uri[len("gs://") :]
 
 
 def _decode(value: str) -> Any:
@@ -605,6 +621,37 @@ def _finalize(
     )
 
 
+def channel_ref(name: str, filename: str = "") -> str:
+    """``channel://<name>[/<filename>]``: a data path relative to a channel."""
+    return (
+        f"{CHANNEL_SCHEME}{name}/{filename}" if filename else f"{CHANNEL_SCHEME}{name}"
+    )
+
+
+def resolve_data_path(value: str, ctx: RuntimeContext) -> str:
+    """The local path of a data reference inside this job.
+
+    ``channel://NAME/FILE`` -> ``<channel NAME's folder>/FILE``; when the
+    channel holds only one file under another name (an S3 prefix, a renamed
+    upload) that file is taken, and a channel that is a file (Vertex's
+    ``AIP_TRAINING_DATA_URI``) is that file. ``channel://NAME`` -> the
+    channel's folder.
+    Anything else is returned unchanged.
+    """
+    if not value.startswith(CHANNEL_SCHEME):
+        return value
+    name, _, filename = value[len(CHANNEL_SCHEME) :].partition("/")
+    folder = ctx.data_dir(name)
+    if not filename or folder.is_file():
+        return str(folder)  # Vertex hands over the file's own URI
+    path = folder / filename
+    if not path.exists() and folder.is_dir():
+        files = [p for p in folder.iterdir() if p.is_file()]
+        if len(files) == 1:
+            return str(files[0])
+    return str(path)
+
+
 def hyperparameter_args(hps: Mapping[str, Any]) -> list[str]:
     """SageMaker script-mode argv: ``["--name", "value", ...]``.
 
@@ -640,7 +687,9 @@ def local_job_env(
     """Environment for a local job that looks like SageMaker, Vertex and torchrun.
 
     ``context()`` of the result reports platform ``local`` (``CLOUDNN_PLATFORM``)
-    and reproduces every argument.
+    and reproduces every argument. No machine facts: the result goes into
+    plans, which must be the same on every machine; the job's launcher adds
+    ``SM_NUM_CPUS`` when it starts the process.
     """
     hosts = list(hosts)
     if current_host not in hosts:
@@ -650,7 +699,6 @@ def local_job_env(
     tensorboard = str(Path(out) / "tensorboard")
     hps = dict(hyperparameters)
     user_args = hyperparameter_args(hps)
-    num_cpus = os.cpu_count() or 1
 
     env: dict[str, str] = {
         "CLOUDNN_PLATFORM": "local",
@@ -670,7 +718,6 @@ def local_job_env(
         "hyperparameters": hps,
         "job_name": run_id,
         "model_dir": model,
-        "num_cpus": num_cpus,
         "num_gpus": num_gpus,
         "output_data_dir": out,
         "output_dir": out,
@@ -686,7 +733,6 @@ def local_job_env(
             "SM_HPS": json.dumps(hps),
             "SM_USER_ARGS": json.dumps(user_args),
             "SM_NUM_GPUS": str(num_gpus),
-            "SM_NUM_CPUS": str(num_cpus),
             "SM_HOSTS": json.dumps(hosts),
             "SM_CURRENT_HOST": current_host,
             "SM_HOST_COUNT": str(len(hosts)),

@@ -9,22 +9,53 @@ model was trained on.
 Formats: CSV, Parquet (pyarrow, imported lazily), NPZ (``x``/``y``/``groups``),
 image folders (``root/<class>/*.png``; Pillow or matplotlib, imported lazily),
 and text columns tokenised into word ids (0 = padding, 1 = unknown word).
+
+Every check of the files themselves (headers, keys, shapes, dtypes, labels,
+columns lined up by name) lives in :mod:`cloudnn.datacheck`, which
+``cloudnn validate``/``train`` run before a job exists; the loader calls the
+same functions, so remote data seen only by the job is refused alike.
+Blank cells (CSV ``""``, Parquet null) are imputed with the training mean and
+counted; NaN or infinite values anywhere are refused.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cloudnn.datacheck import (
+    TOKEN_PATTERN,
+    Reference,
+    check_class_count,
+    check_finite,
+    check_image_classes,
+    check_image_sizes,
+    check_known_labels,
+    check_labels,
+    check_same_layout,
+    decode_image_file,
+    image_classes,
+    infer_format,
+    is_blank,
+    label_values,
+    model_input_shape,
+    npz_layout,
+    npz_members,
+    numeric_column,
+    plan_columns,
+    read_table,
+    regression_targets,
+    single_file,
+)
 from cloudnn.errors import SpecError
 
 if TYPE_CHECKING:
@@ -44,10 +75,13 @@ __all__ = [
 ]
 
 PAD, UNK = 0, 1
-#: words: runs of word characters, keeping inner apostrophes ("don't")
-TOKEN_PATTERN = r"\w+(?:'\w+)*"
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# TOKEN_PATTERN (shared with datacheck): words are runs of word characters,
+# keeping inner apostrophes ("don't")
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
+
+# one name each: the loader and datacheck share these
+_label_values = label_values
+_regression_targets = regression_targets
 
 
 @dataclass
@@ -68,13 +102,21 @@ class Dataset:
 
 @dataclass
 class RawData:
-    """Features before preprocessing: a float array, or texts for text data."""
+    """Features before preprocessing: a float array, or texts for text data.
+
+    Tabular features hold NaN where a cell was blank (imputed later).
+    ``columns`` is the file's header (CSV/Parquet), ``target`` the label
+    column or key actually used, ``source`` the file name for messages.
+    """
 
     features: Any  # np.ndarray (N, ...) float64, or list[str] for text
     labels: list[Any] | np.ndarray
     groups: np.ndarray | None
     feature_names: list[str] | None
     kind: str  # tabular | image | sequence | text
+    columns: list[str] | None = None
+    target: str | None = None
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.features)
@@ -92,316 +134,126 @@ class RawData:
             else [self.labels[i] for i in idx]
         )
         groups = None if self.groups is None else self.groups[idx]
-        return RawData(feats, labels, groups, self.feature_names, self.kind)
+        return RawData(
+            feats,
+            labels,
+            groups,
+            self.feature_names,
+            self.kind,
+            self.columns,
+            self.target,
+            self.source,
+        )
+
+    @property
+    def row_shape(self) -> tuple[int, ...] | None:
+        """Per-row shape of the features (None for text)."""
+        if self.kind == "text":
+            return None
+        return tuple(int(d) for d in np.shape(self.features)[1:])
+
+    def reference(
+        self, labels: frozenset[Any] | None = None, *, source: str = "data.train"
+    ) -> Reference:
+        """This (training) data's layout, for lining up the other splits."""
+        return Reference(
+            kind=self.kind,
+            feature_names=tuple(self.feature_names) if self.feature_names else None,
+            columns=tuple(self.columns) if self.columns is not None else None,
+            target=self.target,
+            shape=self.row_shape,
+            labels=labels,
+            source=source,
+        )
 
 
 # ----------------------------------------------------------------- reading
 
 
-def _infer_format(path: Path, fmt: str, where: str) -> str:
-    if fmt != "auto":
-        return fmt
-    if path.is_dir():
-        files = [p for p in path.iterdir() if not p.name.startswith(".")]
-        if any(p.is_dir() for p in files):
-            return "images"
-        for ext, name in (
-            (".csv", "csv"),
-            (".tsv", "csv"),
-            (".parquet", "parquet"),
-            (".npz", "npz"),
-        ):
-            if any(p.suffix.lower() == ext for p in files):
-                return name
-        raise SpecError(
-            "data.format",
-            f"cannot tell the format of folder {path} ({where})",
-            hint="set data.format: csv | npz | parquet | images",
-        )
-    return {
-        ".parquet": "parquet",
-        ".pq": "parquet",
-        ".npz": "npz",
-    }.get(path.suffix.lower(), "csv")
-
-
-def _single_file(path: Path, exts: tuple[str, ...], where: str) -> Path:
-    """A directory channel holding one data file (SageMaker-style) -> that file."""
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise SpecError(
-            where, f"no such file or directory: {path}", hint="fix the path"
-        )
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in exts)
-    if not files:
-        raise SpecError(
-            where,
-            f"no {'/'.join(exts)} file in {path}",
-            hint="check the path or set data.format",
-        )
-    return files[0]
-
-
-def _read_table(
-    path: Path, fmt: str, where: str
-) -> tuple[list[str], dict[str, list[Any]]]:
-    if fmt == "parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise SpecError(
-                "data.format",
-                "reading Parquet needs pyarrow, which is not installed",
-                hint='pip install "cloudnn[parquet]"',
-            ) from exc
-        table = pq.read_table(_single_file(path, (".parquet", ".pq"), where))
-        if table.num_rows == 0:
-            raise SpecError(where, f"{path.name} has no rows", hint="add data rows")
-        return list(table.column_names), {
-            c: table.column(c).to_pylist() for c in table.column_names
-        }
-    file = _single_file(path, (".csv", ".tsv"), where)
-    with open(file, newline="", encoding="utf-8-sig") as fh:
-        sample = fh.read(4096)
-        fh.seek(0)
-        tab = file.suffix.lower() == ".tsv" or ("\t" in sample and "," not in sample)
-        reader = csv.reader(fh, delimiter="\t" if tab else ",")
-        header = next(reader, None)
-        if not header:
-            raise SpecError(
-                where, f"{file.name} is empty", hint="give a CSV with a header row"
-            )
-        header = [h.strip() for h in header]
-        columns: dict[str, list[Any]] = {h: [] for h in header}
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise SpecError(
-                    where,
-                    f"{file.name} line {lineno} has {len(row)} fields, "
-                    f"the header has {len(header)}",
-                    hint="fix the CSV (quote fields that contain commas)",
-                )
-            for h, v in zip(header, row, strict=True):
-                columns[h].append(v)
-    if not columns[header[0]]:
-        raise SpecError(
-            where, f"{file.name} has a header but no rows", hint="add data rows"
-        )
-    return header, columns
-
-
-def _to_float(values: list[Any], column: str) -> np.ndarray:
-    try:
-        # fast path: numbers or numeric strings ("" and None fall through)
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        pass
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, str) and not v.strip()):
-            out[i] = np.nan  # imputed later with the train mean
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            raise SpecError(
-                "data.features",
-                f"column {column!r} is not numeric (value {v!r} in row {i + 1})",
-                hint="list only numeric columns in data.features, "
-                "or use data.text for a text column",
-            ) from None
-    return out
-
-
-def _label_values(values: Sequence[Any] | np.ndarray) -> list[Any]:
-    """Numbers stay numbers (ints when whole), anything else a stripped string."""
-    out: list[Any] = []
-    for v in values.tolist() if isinstance(values, np.ndarray) else values:
-        if isinstance(v, bool):
-            out.append(str(v))
-            continue
-        if isinstance(v, int | float):
-            f = float(v)
-            out.append(int(f) if f.is_integer() else f)
-            continue
-        s = str(v).strip()
-        try:
-            f = float(s)
-        except ValueError:
-            out.append(s)
-            continue
-        out.append(int(f) if f.is_integer() else f)
-    return out
-
-
-def _regression_targets(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
-    try:
-        y = np.asarray(labels, dtype=np.float64)
-    except (TypeError, ValueError):
-        bad = next((v for v in labels if not _is_number(v)), None)  # the first offender
-        raise SpecError(
-            "data.target",
-            f"regression targets must be numbers, got {bad!r}",
-            hint="check data.target, or use task: classification for labels",
-        ) from None
-    if not np.isfinite(y).all():
-        raise SpecError(
-            "data.target",
-            f"{int((~np.isfinite(y)).sum())} regression target(s) are missing or "
-            "not finite",
-            hint="drop the rows without a target value",
-        )
-    return y
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def read_raw(path: str | Path, data: DataSpec, *, where: str = "data.train") -> RawData:
+def read_raw(
+    path: str | Path,
+    data: DataSpec,
+    *,
+    where: str = "data.train",
+    task: str = "",
+    reference: Reference | None = None,
+) -> RawData:
     """Read one data file/folder into :class:`RawData` following ``data``.
 
     ``where`` is the spec field that named ``path`` (used in error messages).
+    ``reference`` (data.train's layout) lines a validation/test file up with
+    the training data: columns by name, the same row shape and kind.
+    ``task`` enables the label checks that depend on it (NPZ label shapes).
     """
     p = Path(path).expanduser()
-    fmt = _infer_format(p, data.format, where)
+    fmt = infer_format(p, data.format, where)
     if fmt == "npz":
-        return _read_npz(_single_file(p, (".npz",), where), data, where)
+        file = single_file(p, (".npz",), where)
+        return _read_npz(file, data, where, task=task, reference=reference)
     if fmt == "images":
-        if not p.is_dir():
-            raise SpecError(
-                where,
-                f"{p} is not a folder of class folders",
-                hint="point it at root/ holding root/<class>/*.png",
-            )
-        return _read_images(p, data, where)
-    header, cols = _read_table(p, fmt, where)
-    target = data.target or header[-1]
-    if target not in cols:
-        raise SpecError(
-            "data.target",
-            f"no column {target!r} in {p.name} (columns: {', '.join(header[:12])}"
-            + (", ..." if len(header) > 12 else "")
-            + ")",
-            hint="set data.target to the label column",
-        )
+        return _read_images(p, data, where, task=task, reference=reference)
+    table = read_table(p, fmt, where)
+    name = table.file.name
+    plan = plan_columns(table.header, data, file=name, where=where, reference=reference)
     groups = None
-    if data.group_column:
-        if data.group_column not in cols:
-            raise SpecError(
-                "data.group_column",
-                f"no column {data.group_column!r} in {p.name}",
-                hint="set data.group_column to an existing column",
-            )
-        groups = np.asarray([str(v) for v in cols[data.group_column]], dtype=object)
-    labels = cols[target]
-    if data.text is not None:
-        if data.text.column not in cols:
-            raise SpecError(
-                "data.text.column",
-                f"no column {data.text.column!r} in {p.name}",
-                hint="set data.text.column to the text column",
-            )
-        texts = ["" if v is None else str(v) for v in cols[data.text.column]]
-        return RawData(texts, labels, groups, [data.text.column], "text")
-    names = data.features or [h for h in header if h not in (target, data.group_column)]
-    missing = [n for n in names if n not in cols]
-    if missing:
-        raise SpecError(
-            "data.features",
-            f"no column(s) {', '.join(map(repr, missing))} in {p.name}",
-            hint="list existing columns in data.features",
-        )
-    if not names:
-        raise SpecError(
-            "data.features",
-            "no feature columns left besides the target",
-            hint="add feature columns to the file",
-        )
-    feats = np.stack([_to_float(cols[n], n) for n in names], axis=1)
-    return RawData(feats, labels, groups, list(names), "tabular")
+    if plan.group:
+        groups = np.asarray([str(v) for v in table.columns[plan.group]], dtype=object)
+    labels = table.columns[plan.target]
+    header, target = table.header, plan.target
+    if plan.text is not None:
+        texts = ["" if v is None else str(v) for v in table.columns[plan.text]]
+        return RawData(texts, labels, groups, [plan.text], "text", header, target, name)
+    feats = np.stack(
+        [numeric_column(table.columns[n], n, file=name)[0] for n in plan.features],
+        axis=1,
+    )
+    raw = RawData(
+        feats, labels, groups, list(plan.features), "tabular", header, target, name
+    )
+    if reference is not None:
+        check_same_layout("tabular", raw.row_shape, reference, file=name, where=where)
+    return raw
 
 
-def _read_npz(path: Path, data: DataSpec, where: str) -> RawData:
+def _read_npz(
+    path: Path,
+    data: DataSpec,
+    where: str,
+    *,
+    task: str = "",
+    reference: Reference | None = None,
+) -> RawData:
+    import zipfile
+
+    layout = npz_layout(
+        npz_members(path, where),
+        data,
+        task,
+        file=path.name,
+        where=where,
+        reference=reference,
+    )
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        with np.load(path, allow_pickle=False) as z:
+            x = np.asarray(z[layout.x], dtype=np.float64)
+            y = np.asarray(z[layout.y])
+            groups = (
+                np.asarray(z[layout.groups]).astype(str).astype(object)
+                if layout.groups
+                else None
+            )
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SpecError(
             where,
             f"cannot read {path.name} as .npz: {exc}".splitlines()[0],
             hint="save it with np.savez(path, x=..., y=...)",
         ) from None
-    with z:
-        xkey = "x" if "x" in z else ("X" if "X" in z else None)
-        ykey = data.target or ("y" if "y" in z else ("Y" if "Y" in z else None))
-        if xkey is None or ykey is None or ykey not in z:
-            raise SpecError(
-                "data.target" if data.target else where,
-                f"{path.name} needs arrays 'x' and "
-                f"{ykey or 'y'!r} (it has: {', '.join(z.files) or 'none'})",
-                hint="save with np.savez(path, x=..., y=...) or set data.target "
-                "to the label key",
-            )
-        try:
-            x = np.asarray(z[xkey], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise SpecError(
-                where,
-                f"{path.name}: x must be numeric, got dtype {z[xkey].dtype}",
-                hint="store features as numbers",
-            ) from None
-        y = np.asarray(z[ykey])
-        groups = (
-            np.asarray(z["groups"]).astype(str).astype(object)
-            if "groups" in z
-            else None
-        )
-    if len(x) == 0:
-        raise SpecError(where, f"{path.name}: x has no rows", hint="add data")
-    if len(x) != len(y) or (groups is not None and len(groups) != len(x)):
-        raise SpecError(
-            where,
-            f"{path.name}: x has {len(x)} rows, y has {len(y)}"
-            + (f", groups has {len(groups)}" if groups is not None else ""),
-            hint="give every array one entry per example",
-        )
-    kind = {2: "tabular", 3: "sequence", 4: "image"}.get(x.ndim)
-    if kind is None:
-        raise SpecError(
-            where,
-            f"{path.name}: x must be 2-D (rows), 3-D (sequences) or 4-D (images "
-            f"N, C, H, W), got {x.ndim}-D",
-            hint="reshape x",
-        )
-    names = [f"x{i}" for i in range(x.shape[1])] if kind == "tabular" else None
-    return RawData(x, y, groups, names, kind)
+    check_finite(x, what="x", file=path.name, where=where)
+    names = [f"x{i}" for i in range(x.shape[1])] if layout.kind == "tabular" else None
+    return RawData(x, y, groups, names, layout.kind, target=layout.y, source=path.name)
 
 
 # ------------------------------------------------------------------ images
-
-
-def _decode_image_file(path: Path) -> np.ndarray:
-    """(H, W) or (H, W, C) pixels as stored (uint8, or floats in [0, 1])."""
-    try:
-        from PIL import Image
-    except ImportError:  # matplotlib reads PNG itself; other formats need Pillow
-        import matplotlib.image as mpimg
-
-        return np.asarray(mpimg.imread(path))
-    with Image.open(path) as im:
-        mode = im.mode
-        if mode in ("1", "L", "LA", "I", "I;16", "F"):
-            return np.asarray(im.convert("L"))
-        if mode != "RGB":
-            return np.asarray(im.convert("RGB"))  # palette, RGBA, CMYK: drop alpha
-        return np.asarray(im)
 
 
 def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -463,48 +315,53 @@ def _image_to_chw(
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def _read_images(root: Path, data: DataSpec, where: str) -> RawData:
-    classes = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+def _read_images(
+    root: Path,
+    data: DataSpec,
+    where: str,
+    *,
+    task: str = "",
+    reference: Reference | None = None,
+) -> RawData:
+    classes = image_classes(root, where)
+    if reference is None and task:
+        check_image_classes([c for c, _ in classes], task, root=root, where=where)
     decoded: list[np.ndarray] = []
     labels: list[str] = []
+    sizes: dict[tuple[int, int], Path] = {}
+    for name, files in classes:
+        for f in files:
+            try:
+                img = decode_image_file(f)
+            except Exception as exc:  # any decoder error: name the file
+                raise SpecError(
+                    where,
+                    f"cannot read image {f}: {exc}".splitlines()[0],
+                    hint="remove or re-save the file",
+                ) from None
+            decoded.append(img)
+            sizes.setdefault((int(img.shape[0]), int(img.shape[1])), f)
+            labels.append(name)
+    check_image_sizes(sizes, data, where=where)
     size = tuple(data.image_size) if data.image_size else None
-    for cdir in classes:
-        for f in sorted(cdir.iterdir()):
-            if f.suffix.lower() in _IMAGE_EXT:
-                try:
-                    decoded.append(_decode_image_file(f))
-                except Exception as exc:  # any decoder error: name the file
-                    raise SpecError(
-                        where,
-                        f"cannot read image {f}: {exc}".splitlines()[0],
-                        hint="remove or re-save the file",
-                    ) from None
-                labels.append(cdir.name)
-    if not decoded:
-        raise SpecError(
-            where,
-            f"no images under {root} (expected {root.name}/<class>/*.png)",
-            hint="put one folder per class with .png/.jpg files in it",
+    if reference is not None and reference.shape is not None:
+        channels = reference.shape[0]  # convert like the training images
+    else:
+        # a folder mixing gray and colour images is read as colour throughout
+        colour = not data.grayscale and any(
+            d.ndim == 3 and d.shape[2] >= 3 for d in decoded
         )
-    # a folder mixing gray and colour images is read as colour throughout
-    colour = not data.grayscale and any(
-        d.ndim == 3 and d.shape[2] >= 3 for d in decoded
-    )
-    channels = 3 if colour else 1
+        channels = 3 if colour else 1
     images = [
         _image_to_chw(d, size=size, gray=data.grayscale, channels=channels)  # type: ignore[arg-type]
         for d in decoded
     ]
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise SpecError(
-            "data.image_size",
-            f"images have different sizes, e.g. {sorted(shapes)[:3]}",
-            hint="set data.image_size: [H, W] to resize them",
+    raw = RawData(np.stack(images), labels, None, None, "image", source=root.name)
+    if reference is not None:
+        check_same_layout(
+            "image", raw.row_shape, reference, file=str(root), where=where
         )
-    return RawData(np.stack(images), labels, None, None, "image")
+    return raw
 
 
 # ----------------------------------------------------------- preprocessing
@@ -547,6 +404,9 @@ class Preprocessor:
     grayscale: bool = False
     image_files: bool = False  # trained on image files: serving decodes alike
     raw_shape: tuple[int, ...] | None = None  # per-row shape before reshape
+    #: the training file's header (CSV/Parquet): other files and serving CSV
+    #: bodies are lined up with it by column name
+    columns: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- fitting -------------------------------------------------------------
@@ -574,22 +434,16 @@ class Preprocessor:
             input_shape=(),
             feature_names=raw.feature_names,
             normalize=data.normalize,
-            target=data.target,
+            target=raw.target or data.target,
+            columns=list(raw.columns) if raw.columns is not None else None,
             image_size=tuple(data.image_size) if data.image_size else None,  # type: ignore[arg-type]
             grayscale=data.grayscale,
             image_files=image_files,
         )
         if task == "classification":
             labels = _label_values(all_labels if all_labels is not None else raw.labels)
-            uniq = sorted(set(labels), key=lambda v: (isinstance(v, str), v))
-            if len(uniq) < 2:
-                raise SpecError(
-                    "data.target",
-                    f"the label column has {len(uniq)} distinct value(s) "
-                    f"({', '.join(map(repr, uniq[:1]))}); classification needs 2+",
-                    hint="check data.target, or use task: regression",
-                )
-            pre.classes = uniq
+            check_class_count(labels, file=raw.source or "the training data")
+            pre.classes = sorted(set(labels), key=lambda v: (isinstance(v, str), v))
         else:
             y = _regression_targets(raw.labels)
             pre.target_width = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
@@ -642,32 +496,7 @@ class Preprocessor:
 
     def _model_shape(self, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
         assert self.raw_shape is not None
-        if input_shape is None:
-            return self.raw_shape
-        want = tuple(int(d) for d in input_shape)
-        have = math.prod(self.raw_shape)
-        if self.kind == "image" and want != self.raw_shape:
-            raise SpecError(
-                "model.input_shape",
-                f"{list(want)} does not match the images, which are "
-                f"{list(self.raw_shape)} (C, H, W)",
-                hint=f"set model.input_shape: {list(self.raw_shape)}, or data."
-                "image_size: [H, W] (and data.grayscale for 1 channel) to resize",
-            )
-        if math.prod(want) != have:
-            raise SpecError(
-                "model.input_shape",
-                f"{list(want)} holds {math.prod(want)} values, the data has "
-                f"{have} per row",
-                hint="make the product of input_shape equal the number of features, "
-                f"e.g. [1, {have}, 1]"
-                + (
-                    f" or [1, {math.isqrt(have)}, {math.isqrt(have)}]"
-                    if math.isqrt(have) ** 2 == have
-                    else ""
-                ),
-            )
-        return want
+        return model_input_shape(self.kind, self.raw_shape, input_shape)
 
     # -- applying ----------------------------------------------------------
 
@@ -719,11 +548,15 @@ class Preprocessor:
         x = np.asarray(feats, dtype=np.float64)
         assert self.raw_shape is not None
         if x.shape[1:] != self.raw_shape:
-            # flat rows for (C, H, W) models, or (N, 1, 8, 8) for 64 features
-            if x.ndim >= 2 and math.prod(x.shape[1:]) == math.prod(self.raw_shape):
+            # rows as stored, as the model sees them ((1, 8, 8) for 64 pixel
+            # columns) or flat (one CSV line): any other nesting of the same
+            # number of values is a different instance, not a reshape away
+            got = tuple(x.shape[1:])
+            flat = (math.prod(self.raw_shape),)
+            if x.ndim >= 2 and got in (tuple(self.input_shape), flat):
                 x = x.reshape(len(x), *self.raw_shape)
             else:
-                raise ValueError(self._shape_message(x.shape[1:]))
+                raise ValueError(self._shape_message(got))
         if self.fill is not None:
             x = _impute(x, np.asarray(self.fill), self.kind)
         if self.shift is not None and self.scale is not None:
@@ -739,6 +572,11 @@ class Preprocessor:
         assert self.raw_shape is not None
         if self.kind == "tabular":
             n = math.prod(got) if got else 1
+            if len(got) > 1 and n == self.raw_shape[0]:
+                return (
+                    f"expected {self.raw_shape[0]} features per instance as a flat "
+                    f"list, got values nested as {list(got)}"
+                )
             return f"expected {self.raw_shape[0]} features per instance, got {n}"
         what = {"image": " (C, H, W)", "sequence": " (timesteps, features)"}
         return (
@@ -806,8 +644,10 @@ class Preprocessor:
         Accepts a numpy array, a list of feature lists, a list of dicts keyed by
         feature name (tabular), strings or ``{text_column: str}`` (text), or
         nested lists (images as (C, H, W) or (H, W, C); sequences as (T, F)).
-        One flat list of numbers is one tabular instance. Raises ``ValueError``
-        with a one-line reason on anything else.
+        One flat list of numbers is one tabular instance. A blank tabular
+        value (``None``, ``""``) is imputed with the training mean, exactly as
+        a blank cell of the training file was; NaN and infinity are refused.
+        Raises ``ValueError`` with a one-line reason on anything else.
         """
         if isinstance(instances, np.ndarray):
             items: Any = list(instances) if instances.dtype == object else instances
@@ -826,17 +666,13 @@ class Preprocessor:
         else:
             if isinstance(items, list) and any(isinstance(d, dict) for d in items):
                 items = [self._from_dict(d) for d in items]
+            blank: np.ndarray | None = None
             try:
-                x = np.asarray(items, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    "instances must be numbers of one consistent shape"
-                    + (
-                        f" ({self._shape_message(())})"
-                        if self.kind == "tabular"
-                        else ""
-                    )
-                ) from exc
+                x = np.asarray(items, dtype=np.float64)  # None becomes NaN
+                if not np.isfinite(x).all():
+                    raise ValueError("not finite")
+            except (TypeError, ValueError, OverflowError):
+                x, blank = self._with_blanks(items)
             if x.ndim == 1 and self.kind == "tabular" and self.raw_shape == (len(x),):
                 x = x[None, :]  # one flat instance
             if x.ndim < 2:
@@ -846,11 +682,105 @@ class Preprocessor:
                     else f"expected a list of instances with {self.raw_shape[0]} "  # type: ignore[index]
                     f"features each, got {len(x)} numbers"
                 )
+            if blank is not None:
+                x = np.where(blank.reshape(x.shape), np.nan, x)
+                finite = np.isfinite(x) | blank.reshape(x.shape)
+                if not finite.all():
+                    raise ValueError("instances contain NaN or infinite values")
+                return self._features(x)
         if not np.all(np.isfinite(x)):
             raise ValueError("instances contain NaN or infinite values")
         return self._features(x)
 
-    def _from_dict(self, row: Any) -> list[float]:
+    def _with_blanks(self, items: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(values, where a tabular value was blank) — blanks are imputed.
+
+        Other kinds have no training statistic to impute with: their blanks
+        are refused like NaN.
+        """
+        tabular = self.kind == "tabular"
+
+        def cell(v: Any) -> tuple[Any, bool]:
+            if tabular and is_blank(v):
+                return 0.0, True
+            return v, False
+
+        values: list[Any] = []
+        mask: list[Any] = []
+        for item in items:
+            if isinstance(item, list | tuple):
+                pairs = [cell(v) for v in item]
+                values.append([v for v, _ in pairs])
+                mask.append([b for _, b in pairs])
+            else:
+                v, b = cell(item)
+                values.append(v)
+                mask.append(b)
+        try:
+            x = np.asarray(values, dtype=np.float64)
+            blank = np.asarray(mask, dtype=bool)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(
+                "instances must be numbers of one consistent shape"
+                + (f" ({self._shape_message(())})" if tabular else "")
+            ) from exc
+        if blank.shape != x.shape:  # pragma: no cover - built side by side
+            blank = np.zeros(x.shape, dtype=bool)
+        if not tabular and np.isnan(x).any():
+            raise ValueError(
+                "instances contain NaN, infinite or missing values (missing "
+                "values are imputed for tabular features only)"
+            )
+        return x, blank if blank.any() else None
+
+    def align_columns(
+        self, header: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> list[list[Any]]:
+        """Rows under ``header`` -> rows of the training features, in training order.
+
+        Columns are matched by name, in any order; the training file's other
+        columns (label, groups) are dropped. A feature missing from the
+        header, or a column the training data did not have, is refused with
+        ``ValueError`` naming them. Models trained without column names (NPZ)
+        take the rows as they are.
+        """
+        names = [str(h).strip() for h in header]
+        features = list(self.feature_names or [])
+        synthetic = features == [f"x{i}" for i in range(len(features))]
+        if (
+            self.kind != "tabular"
+            or not features
+            or (self.columns is None and synthetic)
+        ):
+            return [list(r) for r in rows]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"the header repeats column(s) {_quoted(repeated)}")
+        missing = [n for n in features if n not in names]
+        if missing:
+            raise ValueError(
+                f"the header lacks feature column(s) {_quoted(missing)} (the "
+                f"model's features: {_quoted(features)}; matched by name)"
+            )
+        if self.columns is not None:
+            unknown = [n for n in names if n not in self.columns]
+            if unknown:
+                raise ValueError(
+                    f"the header has column(s) {_quoted(unknown)} that the "
+                    f"training data did not have (its columns: "
+                    f"{_quoted(self.columns)})"
+                )
+        index = [names.index(n) for n in features]
+        out: list[list[Any]] = []
+        for i, row in enumerate(rows):
+            if len(row) != len(names):
+                raise ValueError(
+                    f"row {i} has {len(row)} values, the header has {len(names)}"
+                )
+            out.append([row[j] for j in index])
+        return out
+
+    def _from_dict(self, row: Any) -> list[Any]:
         if not isinstance(row, dict):
             raise ValueError("mix of dict and non-dict instances")
         names = self.feature_names or []
@@ -860,8 +790,18 @@ class Preprocessor:
                 f"instance is missing feature(s) {', '.join(missing[:5])}"
                 + (" ..." if len(missing) > 5 else "")
             )
+        if self.columns is not None:
+            # as for a CSV header: a name the training data never had is a
+            # mistake (a typo, another file's column), not something to drop
+            unknown = [k for k in row if k not in self.columns and k not in names]
+            if unknown:
+                raise ValueError(
+                    f"instance has key(s) {_quoted(unknown)} that the training "
+                    f"data did not have (its columns: {_quoted(self.columns)})"
+                )
         try:
-            return [float(row[n]) for n in names]
+            # a blank value stays None: imputed like a blank training cell
+            return [None if is_blank(row[n]) else float(row[n]) for n in names]
         except (TypeError, ValueError) as exc:
             raise ValueError("feature values must be numbers") from exc
 
@@ -896,6 +836,11 @@ class Preprocessor:
         if path.is_dir():
             path = path / "preprocess.json"
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _quoted(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(map(repr, list(names)[:limit]))
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _impute(x: np.ndarray, fill: np.ndarray, kind: str) -> np.ndarray:
@@ -955,31 +900,40 @@ def load_datasets(
     *,
     seed: int | None = None,
     input_shape: tuple[int, ...] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Dataset, Dataset, Dataset, Preprocessor]:
     """Train/validation/test datasets and the preprocessor fitted on train.
 
-    ``data.validation``/``data.test`` files are used when given; otherwise
-    ``data.train`` is split by ``data.split`` (``seed`` overrides its seed).
-    ``input_shape`` (a CNN's (C, H, W)) reshapes flat feature rows.
+    ``data.validation``/``data.test`` files are used when given (their
+    columns lined up with data.train's by name); otherwise ``data.train`` is
+    split by ``data.split`` (``seed`` overrides its seed). ``input_shape`` (a
+    CNN's (C, H, W)) reshapes flat feature rows. Blank cells are imputed with
+    the train mean; how many is said through ``log`` (default: a ``log``
+    event in the job's log) and kept in ``pre.extra["imputed"]``.
     """
-    train_raw = read_raw(data.train, data, where="data.train")
+    train_raw = read_raw(data.train, data, where="data.train", task=task)
     train_path = Path(data.train).expanduser()
-    image_files = _infer_format(train_path, data.format, "data.train") == "images"
-    val_raw = (
-        read_raw(data.validation, data, where="data.validation")
-        if data.validation
-        else None
+    image_files = infer_format(train_path, data.format, "data.train") == "images"
+    train_labels, _ = check_labels(
+        train_raw.labels, task, file=train_raw.source or "data.train"
     )
-    test_raw = read_raw(data.test, data, where="data.test") if data.test else None
-    for other, where in ((val_raw, "data.validation"), (test_raw, "data.test")):
-        if other is not None and other.kind != train_raw.kind:
-            raise SpecError(
-                where,
-                f"holds {other.kind} data, data.train holds {train_raw.kind} data",
-                hint="give every split in the same format",
-            )
-    split_seed = data.split.seed if seed is None else seed
     classification = task == "classification"
+    if classification:
+        check_class_count(train_labels, file=train_raw.source or "data.train")
+    reference = train_raw.reference(train_labels if classification else None)
+    others: dict[str, RawData | None] = {}
+    for key in ("validation", "test"):
+        path = getattr(data, key)
+        others[key] = None
+        if path:
+            where = f"data.{key}"
+            raw = read_raw(path, data, where=where, task=task, reference=reference)
+            labels, _ = check_labels(raw.labels, task, file=raw.source or where)
+            if classification:
+                check_known_labels(labels, reference, file=raw.source or where)
+            others[key] = raw
+    val_raw, test_raw = others["validation"], others["test"]
+    split_seed = data.split.seed if seed is None else seed
     all_labels = _label_values(train_raw.labels) if classification else None
     if val_raw is None or test_raw is None:
         tr, va, te = split_indices(
@@ -1009,9 +963,91 @@ def load_datasets(
         all_labels=all_labels,
         image_files=image_files,
     )
+    imputed = _imputed(
+        {"train": train_raw, "validation": val_raw, "test": test_raw}, pre
+    )
+    if imputed:
+        pre.extra["imputed"] = imputed
+        (log or _job_log)(
+            f"imputed {imputed['cells']} blank cell(s) with the training mean "
+            f"(train {imputed['train']}, validation {imputed['validation']}, "
+            f"test {imputed['test']}; by column: "
+            + ", ".join(f"{k} {v}" for k, v in imputed["columns"].items())
+            + ")"
+        )
     return pre.apply(train_raw), pre.apply(val_raw), pre.apply(test_raw), pre
 
 
-def load_labeled(path: str | Path, data: DataSpec, pre: Preprocessor) -> Dataset:
-    """A labelled file in the training format, preprocessed with a fitted ``pre``."""
-    return pre.apply(read_raw(path, data, where="data.test"))
+def _imputed(splits: dict[str, RawData], pre: Preprocessor) -> dict[str, Any]:
+    """Blank cells per split and per column ({} when there are none)."""
+    if pre.kind != "tabular":
+        return {}
+    per_split: dict[str, int] = {}
+    per_column = np.zeros(len(pre.feature_names or []), dtype=np.int64)
+    for name, raw in splits.items():
+        missing = np.isnan(np.asarray(raw.features, dtype=np.float64))
+        per_split[name] = int(missing.sum())
+        if missing.ndim == 2 and missing.shape[1] == len(per_column):
+            per_column += missing.sum(axis=0)
+    total = sum(per_split.values())
+    if not total:
+        return {}
+    names = pre.feature_names or [f"x{i}" for i in range(len(per_column))]
+    return {
+        "cells": total,
+        **per_split,
+        "columns": {n: int(c) for n, c in zip(names, per_column, strict=True) if c},
+    }
+
+
+#: variables that say this process is a training job (local, SageMaker,
+#: Vertex AI, Azure ML): only there is stdout the job's event log
+_JOB_MARKERS = (
+    "CLOUDNN_RUN_ID",
+    "CLOUDNN_PLATFORM",
+    "SM_MODEL_DIR",
+    "TRAINING_JOB_NAME",
+    "AIP_MODEL_DIR",
+    "AZUREML_RUN_ID",
+)
+
+
+def _job_log(message: str) -> None:
+    """A ``log`` event in the job's log; silent outside a job (``cloudnn
+    evaluate --json`` prints JSON) and on ranks > 0 (every rank loads data)."""
+    if not any(os.environ.get(name) for name in _JOB_MARKERS):
+        return
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return
+    from cloudnn.runtime.events import emit
+
+    emit("log", message=message)
+
+
+def training_reference(pre: Preprocessor) -> Reference:
+    """The training data's layout as saved in ``pre`` (for evaluate/serving)."""
+    return Reference(
+        kind=pre.kind,
+        feature_names=tuple(pre.feature_names) if pre.feature_names else None,
+        columns=tuple(pre.columns) if pre.columns is not None else None,
+        target=pre.target,
+        shape=pre.raw_shape,
+        labels=frozenset(pre.classes) if pre.classes is not None else None,
+        source="the training data",
+    )
+
+
+def load_labeled(
+    path: str | Path, data: DataSpec, pre: Preprocessor, *, where: str = "data.test"
+) -> Dataset:
+    """A labelled file in the training format, preprocessed with a fitted ``pre``.
+
+    Its columns are lined up with the training columns by name; a file that
+    lacks one (or has columns the training data did not) is refused.
+    """
+    reference = training_reference(pre)
+    raw = read_raw(path, data, where=where, task=pre.task, reference=reference)
+    labels, _ = check_labels(raw.labels, pre.task, file=raw.source or where)
+    if pre.task == "classification":
+        check_known_labels(labels, reference, file=raw.source or where)
+    return pre.apply(raw)

@@ -13,6 +13,7 @@ This module must stay importable without torch or scikit-learn: the CLI and
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "group_metrics",
     "regression_metrics",
     "roc_auc_binary",
+    "run_fit",
 ]
 
 #: train-minus-validation metric gap (accuracy or R²) above which we call overfitting
@@ -310,8 +312,9 @@ def fit_diagnosis(
 
     Rows hold ``epoch``, ``train_loss``, ``val_loss``, ``train_metric``,
     ``val_metric`` (accuracy or R²); any may be missing or None. Returns
-    ``status`` (overfitting, underfitting, good_fit; "unknown" only when no
-    epoch carries a loss or metric), ``generalization_gap`` (train minus
+    ``status`` (overfitting, underfitting, good_fit; "unknown" when no epoch
+    carries a loss or metric, or when there is no validation data to judge
+    a good fit or overfitting by), ``generalization_gap`` (train minus
     validation metric, or validation minus train loss without metrics — see
     ``gap_basis``; positive means worse on validation; None without validation
     data), ``reason`` and ``best_epoch`` (lowest validation loss, else lowest
@@ -388,6 +391,17 @@ def fit_diagnosis(
             f"train loss barely fell ({losses[0]:.4f} -> {losses[-1]:.4f}, "
             f"less than {UNDERFIT_LOSS_DROP:.0%}): the model is not learning",
         )
+    has_validation = any(
+        _num(r.get(k)) is not None for r in rows for k in ("val_loss", "val_metric")
+    )
+    if not has_validation:
+        # underfitting shows on the training data alone; a good fit or
+        # overfitting needs held-out data to compare with
+        return verdict(
+            "unknown",
+            "no validation data: train and validation cannot be compared "
+            "(set data.split.validation above 0, or give data.validation)",
+        )
     if basis == metric and gap is not None and gap > OVERFIT_GAP:
         return verdict(
             "overfitting",
@@ -403,6 +417,44 @@ def fit_diagnosis(
     if rising:
         reason += f"; early stopping kept epoch {restored_epoch} ({rising})"
     return verdict("good_fit", reason)
+
+
+def run_fit(output_dir: str | os.PathLike[str], *, task: str) -> dict[str, Any] | None:
+    """The fit diagnosis of a finished run, from the files it left behind.
+
+    Re-diagnosed from ``history.json`` (with the epoch early stopping kept,
+    from ``metrics.json``); else the ``fit`` saved in ``metrics.json``; None
+    when the run left neither (a script run, reports elsewhere).
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(output_dir)
+    try:
+        history = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        history = None
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metrics = None
+    if not isinstance(metrics, dict):
+        metrics = {}
+    if (
+        isinstance(history, list)
+        and history
+        and all(isinstance(r, dict) for r in history)
+    ):
+        kept = metrics.get("best_epoch") if metrics.get("restored_best") else None
+        return _json_safe(
+            fit_diagnosis(
+                history,
+                task=task,
+                restored_epoch=kept if isinstance(kept, int) else None,
+            )
+        )
+    fit = metrics.get("fit")
+    return fit if isinstance(fit, dict) else None
 
 
 def _diverged(rows: list[dict[str, Any]]) -> bool:
@@ -583,11 +635,17 @@ def _fmt(value: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-_NOT_SPLITS = {"fit", "groups", "headline"}
+_NOT_SPLITS = {"fit", "groups", "headline", "imputed"}
+#: classes up to which format_report draws a confusion matrix
+CONFUSION_MAX_CLASSES = 20
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """A few readable lines: metrics per split, fit diagnosis, group gap flag."""
+def format_report(report: dict[str, Any], *, confusion: bool = False) -> str:
+    """A few readable lines: metrics per split, fit diagnosis, group gap flag.
+
+    ``confusion`` adds each classification split's confusion matrix (rows:
+    true class, columns: predicted), as ``cloudnn evaluate`` prints it.
+    """
     lines: list[str] = []
     for split, m in report.items():
         if split in _NOT_SPLITS or not isinstance(m, Mapping):
@@ -604,6 +662,14 @@ def format_report(report: dict[str, Any]) -> str:
         else:
             continue
         lines.append(f"{split:<11}{text}  (n={m.get('count', '?')})")
+        if confusion and m.get("confusion_matrix"):
+            lines += _confusion_lines(m["confusion_matrix"], m.get("labels"))
+    imputed = report.get("imputed") or {}
+    if imputed.get("cells"):
+        lines.append(
+            f"{'data':<11}{imputed['cells']} blank cell(s) imputed with the "
+            "training mean"
+        )
     fit = report.get("fit") or {}
     if fit.get("status"):
         lines.append(f"{'fit':<11}{fit['status']}: {fit.get('reason', '')}")
@@ -612,3 +678,24 @@ def format_report(report: dict[str, Any]) -> str:
         mark = "FLAG " if groups.get("flag") else ""
         lines.append(f"{'groups':<11}{mark}{groups.get('reason', '')}")
     return "\n".join(lines) if lines else "(no metrics)"
+
+
+def _confusion_lines(matrix: list[list[int]], labels: Any) -> list[str]:
+    """The confusion matrix as aligned text rows (rows: true, columns: predicted)."""
+    k = len(matrix)
+    names = [str(v) for v in labels] if isinstance(labels, list) else []
+    if len(names) != k:
+        names = [str(i) for i in range(k)]
+    if k > CONFUSION_MAX_CLASSES:
+        return [f"{'':<11}confusion matrix: {k} classes (see --json)"]
+    names = [n if len(n) <= 12 else n[:11] + "~" for n in names]
+    width = max([len(n) for n in names] + [len(str(v)) for r in matrix for v in r])
+    first = max(len(n) for n in names)
+    out = [
+        f"{'':<11}confusion matrix (rows: true, columns: predicted)",
+        f"{'':<11}{'':>{first}}  " + " ".join(f"{n:>{width}}" for n in names),
+    ]
+    for name, row in zip(names, matrix, strict=True):
+        cells = " ".join(f"{v:>{width}}" for v in row)
+        out.append(f"{'':<11}{name:>{first}}  {cells}")
+    return out

@@ -22,6 +22,7 @@ import torch
 
 from cloudnn.errors import ExportError, MissingDependencyError
 from cloudnn.runtime.artifacts import LoadedModel, load_model_dir
+from cloudnn.runtime.events import first_line
 
 __all__ = [
     "ExportError",
@@ -289,8 +290,7 @@ def _run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
         (out,) = session.run(None, {name: x})
     except Exception as exc:
         raise ExportError(
-            f"onnxruntime could not run the export: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}",
+            f"onnxruntime could not run the export: {first_line(exc)}",
             hint="serve with runtime 'torch' or 'torchscript'",
         ) from exc
     return np.asarray(out, dtype=np.float32)

@@ -21,7 +21,7 @@ from cloudnn.errors import SpecError
 if TYPE_CHECKING:
     from cloudnn.runtime.data import Preprocessor
 
-__all__ = ["build_model", "to_torchscript"]
+__all__ = ["build_model", "predict_batches", "to_torchscript"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -451,3 +451,21 @@ def to_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptM
         except Exception:
             with torch.no_grad():
                 return torch.jit.trace(model, example, check_trace=False)
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024
+) -> torch.Tensor:
+    """Eval-mode forward over ``x`` in batches; returns raw outputs on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [
+        model(x[i : i + batch_size].to(device)).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    model.train(was_training)
+    if not outs:
+        return torch.empty(0)
+    return torch.cat(outs)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cloudnn.runtime.context import RuntimeContext
+from cloudnn.runtime.events import first_line
 
 if TYPE_CHECKING:
     from cloudnn.runtime.data import Dataset, Preprocessor
@@ -74,7 +75,7 @@ def save_model_dir(
         scripted.save(str(model_dir / "model.ts"))
         artifacts.append("model.ts")
     except Exception as exc:  # user modules need not be scriptable
-        torchscript_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        torchscript_error = first_line(exc)
     meta = {
         "format": MODEL_FORMAT,
         "name": spec.name,
@@ -104,7 +105,7 @@ def evaluate_dataset(
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``ds`` (already preprocessed), in eval mode."""
     from cloudnn.runtime.evaluate import classification_metrics, regression_metrics
-    from cloudnn.runtime.trainer import predict_batches
+    from cloudnn.runtime.models import predict_batches
 
     if len(ds) == 0:
         return {}
@@ -124,7 +125,7 @@ def evaluate_dataset(
 
 
 def predictions(model: nn.Module, ds: Dataset, task: str) -> np.ndarray:
-    from cloudnn.runtime.trainer import predict_batches
+    from cloudnn.runtime.models import predict_batches
 
     out = predict_batches(model, torch.from_numpy(np.ascontiguousarray(ds.x)))
     if task == "classification":
@@ -145,7 +146,7 @@ def finish_run(
 ) -> dict[str, Any]:
     """Save the model, evaluate every split, diagnose the fit, write the report."""
     from cloudnn.runtime.evaluate import fit_diagnosis, format_report, group_metrics
-    from cloudnn.runtime.trainer import emit
+    from cloudnn.runtime.events import emit
 
     model = model.cpu().eval()
     save_model_dir(ctx.model_dir, spec=spec, model=model, pre=pre, run_id=ctx.run_id)

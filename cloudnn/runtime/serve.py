@@ -12,7 +12,13 @@ gets the same parsing, validation and JSON answer everywhere::
 Bad input never escapes as anything but :class:`InputError`, whose ``status``
 is the HTTP code to answer with: 400 malformed request, 413 too many
 instances, 415 unsupported content type, 422 well-formed but wrong
-shape/type/value.
+shape/type/value (an instance nested differently from the model's input is
+refused even when it holds as many numbers).
+
+Inputs are treated as in training: a blank tabular value (JSON ``null``, an
+empty CSV cell) is imputed with the training mean, as a blank cell of the
+training file was; NaN and infinity are refused. A CSV body with a header row
+is lined up with the training columns by name.
 """
 
 from __future__ import annotations
@@ -116,6 +122,10 @@ class Handler:
         )
         self.input_dtype = np.dtype(meta.get("input_dtype") or "float32")
         self.is_text = getattr(pre, "kind", None) == "text"
+        # blank values are imputed with the training means (tabular only)
+        self.imputes = getattr(pre, "kind", None) == "tabular" and bool(
+            getattr(pre, "fill", None)
+        )
         classes = getattr(pre, "classes", None)
         if classes is None:
             classes = meta.get("classes")
@@ -278,7 +288,7 @@ class Handler:
                 status=413,
             )
         for i, instance in enumerate(instances):
-            problem = _check_instance(instance, text=self.is_text)
+            problem = _check_instance(instance, text=self.is_text, blanks=self.imputes)
             if problem:
                 raise InputError(f"instance {i}: {problem}")
         try:
@@ -289,7 +299,9 @@ class Handler:
             raise InputError(str(exc) or type(exc).__name__) from None
         x = np.asarray(x)
         # one flat feature row is one instance (the preprocessor allows it)
-        flat = not self.is_text and all(_is_scalar(v) for v in instances)
+        flat = not self.is_text and all(
+            _is_scalar(v) or (v is None and self.imputes) for v in instances
+        )
         rows = 1 if flat else len(instances)
         if tuple(x.shape) != (rows, *self.input_shape):
             raise InputError(
@@ -388,17 +400,33 @@ class Handler:
             rows = [r for r in csv.reader(io.StringIO("\n".join(lines))) if r]
         except csv.Error as exc:
             raise InputError(f"malformed CSV: {exc}", status=400) from None
-        if rows and not any(_is_number(c) for c in rows[0]):
-            rows = rows[1:]  # a header row
+        header: list[str] | None = None
+        first = rows[0] if rows else []
+        if any(c.strip() for c in first) and not any(_is_number(c) for c in first):
+            header, rows = first, rows[1:]  # a header row
             if not rows:
                 raise InputError("CSV body has a header but no rows", status=400)
         parsed: list[Any] = []
         for i, row in enumerate(rows):
-            try:
-                parsed.append([float(c) for c in row])
-            except ValueError:
-                bad = next(c for c in row if not _is_number(c))
-                raise InputError(f"CSV row {i}: {bad[:40]!r} is not a number") from None
+            values: list[Any] = []
+            for c in row:
+                if not c.strip() and self.imputes:
+                    values.append(None)  # a blank cell: imputed as in training
+                    continue
+                try:
+                    values.append(float(c))
+                except ValueError:
+                    raise InputError(
+                        f"CSV row {i}: {c[:40]!r} is not a number"
+                    ) from None
+            parsed.append(values)
+        if header is not None:
+            align = getattr(self.pre, "align_columns", None)
+            if align is not None:
+                try:
+                    parsed = align(header, parsed)
+                except ValueError as exc:
+                    raise InputError(f"CSV body: {exc}") from None
         return parsed
 
     def _parse_jsonlines(self, text: str) -> list[Any]:
@@ -438,8 +466,11 @@ def _instances_from_json(data: Any) -> list[Any]:
     return data
 
 
-def _check_instance(instance: Any, *, text: bool) -> str:
-    """Why ``instance`` cannot be an input ('' when it can); no recursion limit hit."""
+def _check_instance(instance: Any, *, text: bool, blanks: bool = False) -> str:
+    """Why ``instance`` cannot be an input ('' when it can); no recursion limit hit.
+
+    ``blanks``: a ``null`` value is a missing one, imputed by the preprocessor.
+    """
     if text:
         if isinstance(instance, str):
             return ""
@@ -461,6 +492,8 @@ def _check_instance(instance: Any, *, text: bool) -> str:
                 return "nested too deeply"
             stack.extend((v, depth + 1) for v in value)
             continue
+        if value is None and blanks and depth <= 1:
+            continue  # a missing feature value: imputed with the training mean
         problem = _scalar_problem(value)
         if problem:
             return problem

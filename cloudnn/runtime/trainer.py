@@ -12,7 +12,6 @@ computed once per epoch in eval mode.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import signal
@@ -25,24 +24,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from cloudnn.provider import EVENT_PREFIX
 from cloudnn.runtime import checkpoint as ckpt
 from cloudnn.runtime.context import RuntimeContext
-from cloudnn.runtime.job import EXIT_PREEMPTED
+from cloudnn.runtime.events import EXIT_PREEMPTED, emit
+from cloudnn.runtime.models import predict_batches
 
 if TYPE_CHECKING:
     from cloudnn.runtime.data import Dataset
     from cloudnn.spec import Spec
 
-__all__ = ["TrainResult", "emit", "train"]
+__all__ = ["TrainResult", "emit", "predict_batches", "train"]
 
 #: rows used to measure the training metric each epoch (eval mode, no dropout)
 TRAIN_METRIC_ROWS = 2048
-
-
-def emit(event: str, **fields: Any) -> None:
-    """Print one structured event line; clients parse these from any log stream."""
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}), flush=True)
 
 
 @dataclass
@@ -86,9 +80,18 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    # numpy's state as a tensor and numbers: checkpoints load weights_only
+    numpy_state: Any = np.random.get_state()
+    name, keys, pos, has_gauss, cached = numpy_state
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (
+            name,
+            torch.from_numpy(np.asarray(keys).astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -98,7 +101,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -177,24 +181,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of ``epoch``: a pure function, so resume needs no state."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
     return torch.randperm(n, generator=g)
-
-
-@torch.no_grad()
-def predict_batches(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024
-) -> torch.Tensor:
-    """Eval-mode forward over ``x`` in batches; returns raw outputs on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    outs = [
-        model(x[i : i + batch_size].to(device)).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
-    model.train(was_training)
-    if not outs:
-        return torch.empty(0)
-    return torch.cat(outs)
 
 
 def _metric(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
@@ -505,6 +491,7 @@ def train(spec: Spec, ctx: RuntimeContext, *, resume: bool = True) -> TrainResul
                 "world_size": dist.world,
                 "device": str(device),
                 "train_seconds": round(time.time() - t_start, 3),
+                "imputed": pre.extra.get("imputed"),
             },
         )
     dist.barrier()

@@ -33,35 +33,38 @@ options), ``plan_model_uri``/``remote_data_uri`` (URIs of its own storage),
 * :class:`AbstractEndpointTests`: ``plan_endpoint`` is pure and deterministic;
   create, invoke (one prediction per instance), create again adopts, delete
   removes it and a second delete is quiet.
+
+Importing this package costs nothing: the suite (and pytest) load when one
+of its names is first used, so ``cloudnn.testing.fake`` and
+``cloudnn.testing.emulation`` (used by the emulators) never pull in pytest.
 """
 
 from __future__ import annotations
 
-import pytest
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# The asserts in these modules explain themselves only if pytest rewrites
-# them, which it does for test files and for modules registered before import.
-pytest.register_assert_rewrite("cloudnn.testing.abstract", "cloudnn.testing.fixtures")
-
-from cloudnn.testing.abstract import (  # noqa: E402
-    AbstractEndpointTests,
-    AbstractJobTests,
-    AbstractPlanTests,
-)
-from cloudnn.testing.fixtures import (  # noqa: E402
-    ENDPOINT_CAPABILITIES,
-    ContractJob,
-    NetworkAccessError,
-    ProviderFixtures,
-    assert_no_side_effects,
-    contract_instances_from_csv,
-    log_events,
-    make_contract_spec,
-    run_contract_job,
-    spec_requiring,
-    wait_for_terminal,
-    write_contract_data,
-)
+if TYPE_CHECKING:
+    from cloudnn.testing.abstract import (
+        AbstractEndpointTests,
+        AbstractJobTests,
+        AbstractPlanTests,
+    )
+    from cloudnn.testing.fixtures import (
+        ENDPOINT_CAPABILITIES,
+        ContractJob,
+        NetworkAccessError,
+        ProviderFixtures,
+        assert_no_side_effects,
+        contract_instances_from_csv,
+        log_events,
+        make_contract_spec,
+        run_contract_job,
+        spec_requiring,
+        wait_for_endpoint,
+        wait_for_terminal,
+        write_contract_data,
+    )
 
 __all__ = [
     "ENDPOINT_CAPABILITIES",
@@ -77,6 +80,23 @@ __all__ = [
     "make_contract_spec",
     "run_contract_job",
     "spec_requiring",
+    "wait_for_endpoint",
     "wait_for_terminal",
     "write_contract_data",
 ]
+
+_ABSTRACT = {"AbstractEndpointTests", "AbstractJobTests", "AbstractPlanTests"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'cloudnn.testing' has no attribute {name!r}")
+    import pytest
+
+    # the asserts in these modules explain themselves only if pytest rewrites
+    # them, which it does for modules registered before their first import
+    pytest.register_assert_rewrite(
+        "cloudnn.testing.abstract", "cloudnn.testing.fixtures"
+    )
+    module = "abstract" if name in _ABSTRACT else "fixtures"
+    return getattr(importlib.import_module(f"cloudnn.testing.{module}"), name)

@@ -29,19 +29,22 @@ from cloudnn.provider import (
     CheckReport,
     EndpointPlan,
     EndpointRef,
+    EndpointState,
     JobRef,
     JobState,
     JobStatus,
+    Phase,
     Provider,
     TrainingPlan,
 )
 from cloudnn.spec import Spec, is_uri
 from cloudnn.testing.fixtures import (
-    ENDPOINT_CAPABILITIES,
     ContractJob,
+    _poll_interval,
     assert_no_side_effects,
     log_events,
     spec_requiring,
+    wait_for_endpoint,
     wait_for_terminal,
 )
 
@@ -78,7 +81,7 @@ def _wait_for_event(
                 return
         if provider.get_job(ref).state.terminal:
             break
-        time.sleep(float(getattr(provider, "poll_interval", 0.5)))
+        time.sleep(_poll_interval(provider))
     raise AssertionError(f"job {ref.job_id} logged no {event!r} event")
 
 
@@ -195,7 +198,7 @@ class AbstractPlanTests:
             assert_no_side_effects(_pure_dirs(state_dirs, contract_spec)),
             pytest.raises(UnsupportedFeatureError) as caught,
         ):
-            if capability in ENDPOINT_CAPABILITIES:
+            if capability.phase is Phase.ENDPOINT:
                 provider.plan_endpoint(spec, plan_model_uri)
             else:
                 provider.plan_training(spec, run_id="contract-refused-1")
@@ -225,11 +228,59 @@ class AbstractPlanTests:
             contract_spec, capability, tmp_path, remote_data_uri=remote_data_uri
         )
         plan: EndpointPlan | TrainingPlan
-        if capability in ENDPOINT_CAPABILITIES:
+        if capability.phase is Phase.ENDPOINT:
             plan = provider.plan_endpoint(spec, plan_model_uri)
         else:
             plan = provider.plan_training(spec, run_id="contract-supported-1")
         _assert_json_ready(plan.to_dict())
+
+    @pytest.mark.parametrize(
+        "capability",
+        [c for c in _ALL_CAPABILITIES if c.phase is Phase.ENDPOINT],
+        ids=lambda c: c.value,
+    )
+    def test_endpoint_needs_never_block_training(
+        self,
+        provider: Provider,
+        contract_spec: Spec,
+        remote_data_uri: str,
+        tmp_path: Path,
+        capability: Capability,
+    ) -> None:
+        """A spec asking for serving features the provider lacks still trains."""
+        spec = spec_requiring(
+            contract_spec, capability, tmp_path, remote_data_uri=remote_data_uri
+        )
+        plan = provider.plan_training(spec, run_id="contract-endpoint-need-1")
+        assert plan.requests
+
+    def test_plan_says_where_the_model_lands(
+        self, provider: Provider, contract_spec: Spec
+    ) -> None:
+        plan = provider.plan_training(contract_spec, run_id="contract-where-1")
+        assert isinstance(plan.model_uri, str) and plan.model_uri
+        assert isinstance(plan.output_uri, str) and plan.output_uri
+        other = provider.plan_training(contract_spec, run_id="contract-where-2")
+        assert other.model_uri != plan.model_uri, "two runs would share a model"
+
+    def test_uploads_are_content_addressed(
+        self, provider: Provider, contract_spec: Spec
+    ) -> None:
+        plan = provider.plan_training(contract_spec, run_id="contract-uploads-1")
+        for upload in plan.uploads:
+            assert re.fullmatch(r"[0-9a-f]{64}", upload.sha256), upload
+            assert upload.size >= 0 and upload.source and upload.destination
+            assert upload.sha256 in upload.destination, (
+                f"{upload.destination}: a destination that does not name the "
+                "content would be uploaded again, or overwritten"
+            )
+        again = provider.plan_training(contract_spec, run_id="contract-uploads-2")
+        data = {u.sha256: u.destination for u in plan.uploads if u.kind == "data"}
+        for upload in again.uploads:
+            if upload.kind == "data":
+                assert data.get(upload.sha256) == upload.destination, (
+                    "the same data in another run must go to the same place"
+                )
 
 
 # ----------------------------------------------------------------------- jobs
@@ -277,6 +328,15 @@ class AbstractJobTests:
         assert not any(s.state.terminal for s in contract_job.statuses[:-1])
         texts = [line.text for line in contract_job.lines]
         _assert_state(contract_job.final, JobState.SUCCEEDED, texts)
+
+    def test_model_downloads_to_a_local_model_folder(
+        self, provider: Provider, contract_job: ContractJob, tmp_path: Path
+    ) -> None:
+        uri = contract_job.final.model_uri or contract_job.plan.model_uri
+        folder = provider.download(uri, tmp_path / "model")
+        assert (folder / "cloudnn_model.json").is_file(), sorted(
+            p.name for p in folder.iterdir()
+        )
 
     def test_final_state_is_stable(
         self, provider: Provider, contract_job: ContractJob
@@ -452,9 +512,27 @@ class AbstractEndpointTests:
             )
 
     @pytest.fixture
-    def endpoint(self, provider: Provider, endpoint_plan: EndpointPlan) -> EndpointRef:
-        """The live endpoint (created once; each later use adopts it)."""
-        return provider.create_endpoint(endpoint_plan)
+    def endpoint(
+        self, provider: Provider, endpoint_plan: EndpointPlan, job_timeout: float
+    ) -> EndpointRef:
+        """The live endpoint (created once; each later use adopts it), InService."""
+        ref = provider.create_endpoint(endpoint_plan)
+        seen = wait_for_endpoint(provider, ref, timeout=job_timeout)
+        assert seen[-1].state is EndpointState.IN_SERVICE, seen[-1]
+        return ref
+
+    def test_unknown_endpoint_is_not_found(self, provider: Provider) -> None:
+        ref = EndpointRef(provider=provider.name, name="contract-never-created")
+        with pytest.raises(NotFoundError):
+            provider.get_endpoint(ref)
+
+    def test_endpoint_states_are_unified(
+        self, provider: Provider, endpoint: EndpointRef
+    ) -> None:
+        status = provider.get_endpoint(endpoint)
+        assert type(status.state) is EndpointState
+        assert status.state is EndpointState.IN_SERVICE
+        assert isinstance(status.message, str)
 
     def test_invoke_returns_one_prediction_per_instance(
         self,
@@ -512,4 +590,9 @@ class AbstractEndpointTests:
         provider.delete_endpoint(endpoint)
         with pytest.raises(CloudnnError):
             provider.invoke(endpoint, {"instances": contract_instances[:1]})
+        try:
+            state = provider.get_endpoint(endpoint).state
+        except NotFoundError:
+            state = None
+        assert state in (None, EndpointState.DELETING), f"still {state} after delete"
         provider.delete_endpoint(endpoint)

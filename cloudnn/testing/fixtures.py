@@ -24,15 +24,18 @@ from typing import Any
 
 import pytest
 
-from cloudnn.client import parse_event
 from cloudnn.provider import (
     Capability,
+    EndpointRef,
+    EndpointStatus,
     JobRef,
     JobStatus,
     LogLine,
+    Phase,
     Provider,
     TrainingPlan,
 )
+from cloudnn.runtime.events import parse_event
 from cloudnn.spec import Spec
 
 __all__ = [
@@ -45,14 +48,13 @@ __all__ = [
     "make_contract_spec",
     "run_contract_job",
     "spec_requiring",
+    "wait_for_endpoint",
     "wait_for_terminal",
     "write_contract_data",
 ]
 
 #: capabilities that only ``plan_endpoint`` has to refuse (the rest: ``plan_training``)
-ENDPOINT_CAPABILITIES = frozenset(
-    {Capability.AUTOSCALING, Capability.ENDPOINT_ACCELERATOR}
-)
+ENDPOINT_CAPABILITIES = frozenset(c for c in Capability if c.phase is Phase.ENDPOINT)
 
 #: 8 numeric features, 3 classes, 30 rows each: trains in well under a second
 _FEATURES = 8
@@ -289,7 +291,27 @@ def log_events(lines: Iterable[LogLine | str]) -> list[dict[str, Any]]:
 
 
 def _poll_interval(provider: Provider) -> float:
-    return float(getattr(provider, "poll_interval", 0.5))
+    # the contract suite polls at the provider's pace, but never slower than
+    # once a second: a binding points it at a fast local emulator
+    return min(1.0, float(provider.poll_interval))
+
+
+def wait_for_endpoint(
+    provider: Provider, ref: EndpointRef, *, timeout: float
+) -> list[EndpointStatus]:
+    """Poll ``get_endpoint`` until it settles; every status seen, in order."""
+    deadline = time.monotonic() + timeout
+    seen: list[EndpointStatus] = []
+    while True:
+        status = provider.get_endpoint(ref)
+        seen.append(status)
+        if status.state.settled:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"endpoint {ref.name} still {status.state.value} after {timeout:.0f} s"
+            )
+        time.sleep(_poll_interval(provider))
 
 
 def wait_for_terminal(
@@ -392,8 +414,8 @@ class ProviderFixtures:
         The :class:`ContractJob` the job tests inspect (default:
         :func:`run_contract_job` on ``contract_spec``).
     ``trained_model_uri``
-        A model the provider can serve (default: from ``contract_job``:
-        ``ref.extra["model_uri"]``, else ``<plan run_dir>/model``).
+        A model the provider can serve (default: the ``contract_job``'s
+        ``plan.model_uri``, or its final status's ``model_uri``).
     ``plan_model_uri``
         A model URI that is only planned, never served (default: an empty
         temporary folder; a cloud binding gives an ``s3://``/``gs://`` URI).
@@ -408,7 +430,7 @@ class ProviderFixtures:
         xfail, so a fix is noticed). Name a reported bug in the reason.
 
     ``state_dirs`` (function-scoped) lists the folders the pure calls must not
-    touch: ``$CLOUDNN_HOME`` plus ``provider.home`` when the provider has one.
+    touch: ``$CLOUDNN_HOME`` and ``provider.home``.
     """
 
     @pytest.fixture(scope="class")
@@ -454,10 +476,7 @@ class ProviderFixtures:
     @pytest.fixture(scope="class")
     @classmethod
     def trained_model_uri(cls, contract_job: ContractJob) -> str:
-        uri = contract_job.ref.extra.get("model_uri")
-        if uri:
-            return str(uri)
-        return str(Path(str(contract_job.plan.details["run_dir"])) / "model")
+        return contract_job.final.model_uri or contract_job.plan.model_uri
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -487,11 +506,7 @@ class ProviderFixtures:
     def state_dirs(self, provider: Provider) -> list[Path]:
         from cloudnn.runs import cloudnn_home
 
-        dirs = [Path(cloudnn_home())]
-        home = getattr(provider, "home", None)
-        if isinstance(home, str | os.PathLike):
-            dirs.append(Path(home))
-        return dirs
+        return [Path(cloudnn_home()), Path(provider.home)]
 
     @pytest.fixture(autouse=True)
     def _contract_known_failure(
