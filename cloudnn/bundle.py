@@ -382,21 +382,27 @@ def training_bundle(spec: Spec) -> Bundle:
     return _bundle("training", files)
 
 
-def serving_bundle(model_dir: str | os.PathLike[str], platform: str) -> Bundle:
-    """Model files plus the ``platform``'s adapter and the runtime under ``code/``."""
+def serving_bundle(model_dir: str | os.PathLike[str] | None, platform: str) -> Bundle:
+    """Model files plus the ``platform``'s adapter and the runtime under ``code/``.
+
+    ``model_dir=None`` gives the code alone, for a platform that serves the
+    model from where the job wrote it (Vertex AI's ``artifact_uri``).
+    """
     from cloudnn.templates import templates_root
 
     if platform not in SERVING_ADAPTERS:
         raise ValueError(
             f"unknown serving platform {platform!r}; known: {sorted(SERVING_ADAPTERS)}"
         )
-    root = Path(model_dir)
     adapter = templates_root() / "serving" / SERVING_ADAPTERS[platform]
-    files: list[tuple[str, bytes, bool]] = [
-        (file.relative_to(root).as_posix(), file.read_bytes(), False)
-        for file in _walk(root)
-        if not file.relative_to(root).as_posix().startswith("code/")
-    ]
+    files: list[tuple[str, bytes, bool]] = []
+    if model_dir is not None:
+        root = Path(model_dir)
+        files = [
+            (file.relative_to(root).as_posix(), file.read_bytes(), False)
+            for file in _walk(root)
+            if not file.relative_to(root).as_posix().startswith("code/")
+        ]
     files.append((f"code/{adapter.name}", adapter.read_bytes(), False))
     files += list(_package_files("code/"))
     needs = SERVING_REQUIREMENTS + (_HTTP_REQUIREMENTS if platform == "vertex" else ())

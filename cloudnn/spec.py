@@ -611,6 +611,7 @@ class GCPOptions(_Strict):
     project: str | None = Field(default=None, pattern=_GCP_PROJECT)
     region: str = Field(default="us-central1", pattern=_GCP_REGION)
     bucket: str | None = Field(default=None, pattern=_GCS_BUCKET)
+    prefix: str = "cloudnn"
     service_account: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     machine_type: str | None = None
     image_uri: str | None = None

@@ -338,3 +338,37 @@ def test_each_serving_adapter_serves_the_trained_model(
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_sagemaker_script_runs_unchanged_on_vertex(tmp_path: Path) -> None:
+    """The bring-your-own example reads SM_CHANNEL_TRAIN and SM_MODEL_DIR; on
+    Vertex AI nothing sets those, so the runtime derives them from AIP_*."""
+    example = REPO / "examples" / "bring-your-own-script"
+    subprocess.run([PYTHON, "prepare.py"], cwd=example, check=True, capture_output=True)
+    spec = load_spec(example / "spec.yaml")
+    spec = spec.model_copy(
+        update={
+            "model": spec.model.model_copy(
+                update={"hyperparameters": {"epochs": 2, "lr": 0.001}}
+            )
+        }
+    )
+    bundle = _unpack(training_bundle(spec).data, tmp_path / "bundle")
+    gcs = tmp_path / "gcs"
+    for channel in ("train", "test"):
+        (gcs / "b" / channel).mkdir(parents=True)
+        shutil.copy(
+            example / "data" / channel / f"{channel}.csv",
+            gcs / "b" / channel / f"{channel}.csv",
+        )
+    env = {
+        "CLOUDNN_GCSFUSE_ROOT": str(gcs),
+        "AIP_MODEL_DIR": "gs://b/out/model/",
+        "AIP_CHECKPOINT_DIR": "gs://b/out/checkpoints/",
+        "AIP_TRAINING_DATA_URI": "gs://b/train/train.csv",
+        "AIP_TEST_DATA_URI": "gs://b/test/test.csv",
+        "CLOUD_ML_JOB_ID": "42",
+    }
+    out = _run_entry(bundle, env, cwd=tmp_path)
+    assert "test accuracy" in out
+    assert (gcs / "b" / "out" / "model" / "model.pt").is_file()

@@ -288,6 +288,41 @@ def _script_python(spec: Spec, ctx: RuntimeContext, source_dir: Path) -> str:
     return sys.executable
 
 
+def _script_contract(ctx: RuntimeContext, hps: dict[str, Any]) -> dict[str, str]:
+    """Every cloud's script variables, from this job's context.
+
+    A SageMaker script-mode script reads ``SM_*``, a Vertex one ``AIP_*``,
+    both ``RANK``/``WORLD_SIZE``: on any platform the script finds them all,
+    so one written for one cloud runs unchanged on the others.
+    """
+    from cloudnn.runtime.context import local_job_env
+
+    channels = {
+        name: str(Path(path).parent if Path(path).is_file() else path)
+        for name, path in ctx.channels.items()
+    }
+    hosts = list(ctx.hosts) if ctx.current_host in ctx.hosts else [ctx.current_host]
+    env = local_job_env(
+        model_dir=ctx.model_dir,
+        checkpoint_dir=ctx.checkpoint_dir,
+        output_dir=ctx.output_dir,
+        channels=channels,
+        hyperparameters=hps,
+        run_id=ctx.run_id,
+        num_gpus=ctx.num_gpus,
+        hosts=hosts,
+        current_host=ctx.current_host,
+        rank=max(ctx.rank, 0),
+        world_size=ctx.world_size,
+        local_rank=ctx.local_rank,
+        local_world_size=ctx.local_world_size,
+        master_addr=ctx.master_addr,
+        master_port=ctx.master_port,
+    )
+    # cloudnn's own markers would make the script's context() think it is local
+    return {k: v for k, v in env.items() if not k.startswith("CLOUDNN_")}
+
+
 def _pump(proc: subprocess.Popen[bytes]) -> list[str]:
     """Copy the script's output to ours; return its last lines."""
     tail: collections.deque[str] = collections.deque(maxlen=200)
@@ -314,6 +349,8 @@ def run_script(spec: Spec, ctx: RuntimeContext) -> int:
     source_dir = Path(model.source_dir) if model.source_dir else script.parent
     python = _script_python(spec, ctx, source_dir)
     hps = script_arguments(dict(model.hyperparameters), _channel_paths(spec, ctx))
+    for name, value in _script_contract(ctx, hps).items():
+        os.environ.setdefault(name, value)  # what the platform set wins
     args = hyperparameter_args(hps)
     # the script reads SM_HPS/SM_HP_* too: give it the filled-in values
     os.environ["SM_HPS"] = json.dumps(hps)

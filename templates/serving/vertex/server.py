@@ -86,7 +86,10 @@ def model_location(environ: dict[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     uri = env.get("AIP_STORAGE_URI") or env.get("CLOUDNN_MODEL_DIR") or "model"
     if uri.startswith("gs://"):
-        fuse = Path("/gcs/" + uri[len("gs://") :])
+        # Cloud Storage FUSE mounts buckets at /gcs (CLOUDNN_GCSFUSE_ROOT moves
+        # it, for a local stand-in of the mount)
+        root = os.environ.get("CLOUDNN_GCSFUSE_ROOT") or "/gcs"
+        fuse = Path(root.rstrip("/") + "/" + uri[len("gs://") :])
         return find_model_root(fuse if fuse.is_dir() else _download_gcs(uri))
     return find_model_root(uri)
 
