@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/polling.py
+	$(BIN)/python benchmarks/plan.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
