@@ -48,7 +48,7 @@ from cloudnn.spec import Spec, is_uri, load_spec, saved_spec, spec_from_dict
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["Client", "Clock", "Endpoint", "Run", "SpecLike", "as_spec", "parse_event"]
+__all__ = ["Client", "Clock", "Endpoint", "Run", "SpecLike", "as_spec"]
 
 SpecLike = Spec | str | os.PathLike[str] | dict[str, Any]
 

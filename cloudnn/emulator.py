@@ -17,14 +17,25 @@ logs, ``None``: a temporary folder) and returns a running
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from cloudnn.errors import ProviderNotInstalledError
 
-__all__ = ["ENTRY_POINT_GROUP", "Emulator", "available_emulators", "start_emulator"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Emulator",
+    "available_emulators",
+    "emulator_process",
+    "start_emulator",
+]
 
 ENTRY_POINT_GROUP = "cloudnn.emulators"
 
@@ -83,3 +94,55 @@ def start_emulator(
         ) from exc
     emulator: Emulator = start(host=host, port=port, workdir=workdir, **options)
     return emulator
+
+
+@contextlib.contextmanager
+def emulator_process(
+    provider: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    stderr: str | os.PathLike[str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    """``cloudnn emulator --provider P`` in a subprocess, as a user starts it.
+
+    Yields the process and the variables it printed (read up to its ``#``
+    line): ``env`` plus those points cloudnn at it. Interrupts it (SIGINT: it
+    stops its jobs and servers) on the way out. ``stderr``: a file for its
+    log (default: discarded).
+    """
+    command = [sys.executable, "-m", "cloudnn.cli.main", "emulator", "-p", provider]
+    if workdir is not None:
+        command += ["--workdir", str(workdir)]
+    err: Any = open(stderr, "w") if stderr is not None else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        command,
+        env=dict(os.environ if env is None else env),
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        start_new_session=True,  # its jobs and servers form one group with it
+    )
+    try:
+        printed: dict[str, str] = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("#"):
+                break
+            name, _, value = line.rstrip("\n").partition("=")
+            printed[name] = value
+        else:
+            detail = Path(stderr).read_text()[-2000:] if stderr is not None else ""
+            raise RuntimeError(f"the {provider} emulator did not start\n{detail}")
+        yield proc, printed
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if err is not subprocess.DEVNULL:
+            err.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -78,11 +77,60 @@ def _step(title: str, command: list[str], env: dict[str, str], **kwargs: object)
     return out.stdout
 
 
+def _run_through(
+    cloudnn: list[str], provider: str, folder: Path, env: dict[str, str]
+) -> None:
+    """Train, deploy, predict and delete digits-mlp on ``provider`` (its emulator)."""
+    import csv
+
+    env["CLOUDNN_HOME"] = str(HERE.parent / ".demo" / f"home-{provider}")
+    trained = _step(
+        "train",
+        [*cloudnn, "train", "spec.yaml", "--provider", provider, "--json"],
+        env,
+        cwd=folder,
+    )
+    metrics = json.loads(trained)
+    head = metrics.get("headline") or {}
+    print(f"  run {metrics['run_id']}: test {head.get('metric')} {head.get('test')}")
+    deployed = json.loads(
+        _step(
+            "deploy",
+            [
+                *cloudnn,
+                "deploy",
+                metrics["run_id"],
+                "--provider",
+                provider,
+                "--json",
+            ],
+            env,
+        )
+    )
+    print(f"  endpoint {deployed['name']} [{deployed['state']}]")
+    with open(folder / "data" / "digits.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:5]
+    labels = [row.pop("label") for row in rows]
+    request = HERE.parent / ".demo" / f"rows-{provider}.json"
+    request.parent.mkdir(parents=True, exist_ok=True)
+    request.write_text(
+        json.dumps({"instances": [[float(v) for v in r.values()] for r in rows]})
+    )
+    answer = _step(
+        "predict",
+        [*cloudnn, "predict", deployed["name"], "--data", str(request), "--json"],
+        env,
+    )
+    predicted = [p.get("label") for p in json.loads(answer)["predictions"]]
+    for want, got in zip(labels, predicted, strict=True):
+        print(f"  label {want}  predicted {got}")
+    _step("delete", [*cloudnn, "delete", deployed["name"], "--yes"], env)
+    print(f"  deleted {deployed['name']}")
+
+
 def cloud_demo(provider: str) -> int:
     """Plan digits-mlp for ``provider`` offline, then train, deploy, predict and
     delete it through the provider's local emulator, with the public CLI only."""
-    import csv
-
     cloudnn = [sys.executable, "-m", "cloudnn.cli.main"]
     folder = HERE / "digits-mlp"
     env = _clean_env()
@@ -99,78 +147,18 @@ def cloud_demo(provider: str) -> int:
             "upload",
         ):
             print("  " + line)
-    emulator = subprocess.Popen(
-        [*cloudnn, "emulator", "--provider", provider],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    from cloudnn.emulator import emulator_process
+
     try:
-        assert emulator.stdout is not None
-        for line in emulator.stdout:
-            if line.startswith("#"):
-                print("  " + line.strip())
-                break
-            name, _, value = line.strip().partition("=")
-            env[name] = value
-        else:
-            print(f"{provider} emulator did not start", file=sys.stderr)
-            return 1
-        env["CLOUDNN_HOME"] = str(HERE.parent / ".demo" / f"home-{provider}")
-        trained = _step(
-            "train",
-            [*cloudnn, "train", "spec.yaml", "--provider", provider, "--json"],
-            env,
-            cwd=folder,
-        )
-        metrics = json.loads(trained)
-        head = metrics.get("headline") or {}
-        print(
-            f"  run {metrics['run_id']}: test {head.get('metric')} {head.get('test')}"
-        )
-        deployed = json.loads(
-            _step(
-                "deploy",
-                [
-                    *cloudnn,
-                    "deploy",
-                    metrics["run_id"],
-                    "--provider",
-                    provider,
-                    "--json",
-                ],
-                env,
+        with emulator_process(provider, env=env) as (_, printed):
+            env.update(printed)
+            print(
+                f"  # {provider} emulator started; its environment points cloudnn at it"
             )
-        )
-        print(f"  endpoint {deployed['name']} [{deployed['state']}]")
-        with open(folder / "data" / "digits.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))[:5]
-        labels = [row.pop("label") for row in rows]
-        request = HERE.parent / ".demo" / f"rows-{provider}.json"
-        request.parent.mkdir(parents=True, exist_ok=True)
-        request.write_text(
-            json.dumps({"instances": [[float(v) for v in r.values()] for r in rows]})
-        )
-        answer = _step(
-            "predict",
-            [*cloudnn, "predict", deployed["name"], "--data", str(request), "--json"],
-            env,
-        )
-        predicted = [p.get("label") for p in json.loads(answer)["predictions"]]
-        for want, got in zip(labels, predicted, strict=True):
-            print(f"  label {want}  predicted {got}")
-        _step("delete", [*cloudnn, "delete", deployed["name"], "--yes"], env)
-        print(f"  deleted {deployed['name']}")
+            _run_through(cloudnn, provider, folder, env)
     except RuntimeError as exc:
         print(f"{provider}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        emulator.send_signal(signal.SIGINT)
-        try:
-            emulator.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
     return 0
 
 

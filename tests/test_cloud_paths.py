@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import yaml
 from conftest import PYTHON, REPO
 
-from cloudnn.emulator import available_emulators
+from cloudnn.emulator import available_emulators, emulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -52,27 +51,8 @@ def cloud(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]
     if provider == "none":
         pytest.skip("no cloud emulator is installed")
     env = _clean_env()
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "cloudnn.cli.main", "emulator", "--provider", provider],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("#"):
-                break
-            name, _, value = line.strip().partition("=")
-            env[name] = value
-        else:
-            raise AssertionError(f"the {provider} emulator did not start")
-        yield provider, env
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
+    with emulator_process(provider, env=env) as (_, printed):
+        yield provider, {**env, **printed}
 
 
 def _cli(

@@ -22,13 +22,12 @@ spec is about the job, these are about the machine (a CI runner points
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cloudnn.errors import SpecError
+from cloudnn.options import load_options
 
 __all__ = ["ENV", "ProviderConfig", "load_config"]
 
@@ -79,33 +78,4 @@ def load_config(
     options: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> ProviderConfig:
     """Options over environment variables; :class:`SpecError` naming a bad one."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for name, variables in ENV.items():
-        for var in variables:
-            if env.get(var):
-                values[name] = env[var]
-                break
-    values.update({k: v for k, v in options.items() if v is not None})
-    try:
-        config = ProviderConfig.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "options"
-        from_env = name not in options and name in ENV
-        where = " or ".join(ENV[name]) if from_env else f"providers option {name!r}"
-        if first["type"] == "extra_forbidden":
-            known = ", ".join(sorted(ProviderConfig.model_fields))
-            raise SpecError(
-                "providers.aws",
-                f"unknown option {name!r} for provider 'aws'",
-                hint=f"use one of: {known}",
-            ) from None
-        raise SpecError(
-            f"aws.{name}",
-            f"{first['msg']} (from {where}: {values.get(name)!r})",
-            hint=f"fix {where}",
-        ) from None
-    if config.max_poll_interval < config.poll_interval:
-        config = config.model_copy(update={"max_poll_interval": config.poll_interval})
-    return config
+    return load_options(ProviderConfig, options, ENV, provider="aws", environ=environ)

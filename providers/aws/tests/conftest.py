@@ -9,10 +9,8 @@ test gets its own ``CLOUDNN_HOME``; nothing reads the developer's
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -31,6 +29,8 @@ from aws_testlib import (
     cli,
     offline_aws_env,
 )
+
+from cloudnn.emulator import emulator_process
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,41 +66,16 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulat
     workdir = tmp_path_factory.mktemp("aws-emulator")
     env = offline_aws_env(os.environ)
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "cloudnn.cli.main", "emulator", "--provider", "aws"]
-        + ["--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=open(workdir / "emulator.err", "w"),  # noqa: SIM115 - lives with it
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    printed: dict[str, str] = {}
-    for _ in ENV_KEYS:  # it prints exactly these, one NAME=value per line
-        line = proc.stdout.readline()
-        if not line:
-            break
-        name, _, value = line.rstrip("\n").partition("=")
-        printed[name] = value
-    if set(printed) != set(ENV_KEYS):
-        proc.kill()
-        err = (workdir / "emulator.err").read_text()
-        raise RuntimeError(f"the emulator printed {printed!r}; stderr:\n{err}")
-    url = printed["AWS_ENDPOINT_URL"]
-    with urllib.request.urlopen(f"{url}/_cloudnn/health", timeout=10) as resp:
-        assert json.loads(resp.read())["ok"]
-    running = RunningEmulator(printed, url, workdir, proc)
-    try:
-        yield running
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with emulator_process(
+        "aws", env=env, workdir=workdir, stderr=workdir / "emulator.err"
+    ) as (proc, printed):
+        if set(printed) != set(ENV_KEYS):
+            err = (workdir / "emulator.err").read_text()
+            raise RuntimeError(f"the emulator printed {printed!r}; stderr:\n{err}")
+        url = printed["AWS_ENDPOINT_URL"]
+        with urllib.request.urlopen(f"{url}/_cloudnn/health", timeout=10) as resp:
+            assert json.loads(resp.read())["ok"]
+        yield RunningEmulator(printed, url, workdir, proc)
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ Helpers the test modules import live in ``gcp_testlib``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +24,11 @@ from gcp_testlib import (
     REPO,
     DigitsRun,
     RunningEmulator,
-    _read_env,
     offline_gcp_env,
     train_cli,
 )
+
+from cloudnn.emulator import emulator_process
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,37 +62,17 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulat
     workdir = tmp_path_factory.mktemp("gcp-emulator")
     env = offline_gcp_env(os.environ)
     env["PYTHONPATH"] = str(REPO)
-    err = open(workdir / "emulator.err", "w")  # noqa: SIM115 - lives with it
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "cloudnn.cli.main", "emulator", "--provider", "gcp"]
-        + ["--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=err,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    printed = _read_env(proc, ENV_KEYS)
-    if set(printed) != set(ENV_KEYS):
-        proc.kill()
-        raise RuntimeError(
-            f"the emulator printed {printed!r}; stderr:\n"
-            + (workdir / "emulator.err").read_text()
+    with emulator_process(
+        "gcp", env=env, workdir=workdir, stderr=workdir / "emulator.err"
+    ) as (proc, printed):
+        if set(printed) != set(ENV_KEYS):
+            raise RuntimeError(
+                f"the emulator printed {printed!r}; stderr:\n"
+                + (workdir / "emulator.err").read_text()
+            )
+        yield RunningEmulator(
+            printed, printed["CLOUDNN_GCP_API_ENDPOINT"], workdir, proc
         )
-    running = RunningEmulator(
-        printed, printed["CLOUDNN_GCP_API_ENDPOINT"], workdir, proc
-    )
-    try:
-        yield running
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        err.close()
 
 
 @pytest.fixture

@@ -106,18 +106,6 @@ class RunningEmulator:
         return getattr(clients, kind)("us-central1")
 
 
-def _read_env(proc: subprocess.Popen[str], keys: tuple[str, ...]) -> dict[str, str]:
-    assert proc.stdout is not None
-    printed: dict[str, str] = {}
-    for _ in keys:  # it prints exactly these, one NAME=value per line
-        line = proc.stdout.readline()
-        if not line:
-            break
-        name, _, value = line.rstrip("\n").partition("=")
-        printed[name] = value
-    return printed
-
-
 def cli(
     *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
