@@ -637,38 +637,41 @@ class VertexAIProvider(Provider):
         endpoints = self._sdk.endpoints(target.region)
         sleep = time.sleep
 
-        def ensure_model() -> None:
+        def ensure(client: Any, get: Any, create: Any) -> None:
+            """Adopt the resource if it exists, else create it and await the LRO."""
             try:
-                models.get_model(name=model, timeout=self.config.timeout)
+                get()
                 return
             except gexc.NotFound:
                 pass
             try:
-                op = models.upload_model(
-                    request=to_message("UploadModelRequest", upload_req),
-                    timeout=self.config.timeout,
-                )
+                op = create()
             except gexc.AlreadyExists:
                 return
             self._sdk.wait_operation(
-                models, op.operation.name, timeout=_SHORT_LRO_TIMEOUT, sleep=sleep
+                client, op.operation.name, timeout=_SHORT_LRO_TIMEOUT, sleep=sleep
+            )
+
+        def ensure_model() -> None:
+            ensure(
+                models,
+                lambda: models.get_model(name=model, timeout=self.config.timeout),
+                lambda: models.upload_model(
+                    request=to_message("UploadModelRequest", upload_req),
+                    timeout=self.config.timeout,
+                ),
             )
 
         def ensure_endpoint() -> None:
-            try:
-                endpoints.get_endpoint(name=endpoint, timeout=self.config.timeout)
-                return
-            except gexc.NotFound:
-                pass
-            try:
-                op = endpoints.create_endpoint(
+            ensure(
+                endpoints,
+                lambda: endpoints.get_endpoint(
+                    name=endpoint, timeout=self.config.timeout
+                ),
+                lambda: endpoints.create_endpoint(
                     request=to_message("CreateEndpointRequest", create_req),
                     timeout=self.config.timeout,
-                )
-            except gexc.AlreadyExists:
-                return
-            self._sdk.wait_operation(
-                endpoints, op.operation.name, timeout=_SHORT_LRO_TIMEOUT, sleep=sleep
+                ),
             )
 
         def ensure_deployment() -> str:
